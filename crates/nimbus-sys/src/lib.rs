@@ -1,0 +1,1 @@
+//! Kernel-facing primitives for the jail sandbox (filled in by the jail work).

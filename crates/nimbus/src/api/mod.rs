@@ -1,0 +1,315 @@
+//! The control-plane HTTP API: Lambda's REST API 2015-03-31 (and the CloudWatch Logs subset
+//! that serves function logs), authenticated with SigV4.
+//!
+//! This layer only parses: it authenticates, routes on method + full path (API-date prefix
+//! included), validates input into domain types, calls the store or the invoker, and renders
+//! the answer in exactly the JSON shapes the AWS SDKs expect. Errors become responses in one
+//! place, [`error`].
+
+pub mod account;
+pub mod error;
+pub mod functions;
+pub mod invoke;
+pub mod logs;
+pub mod wire;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
+
+use crate::auth::KeyStore;
+use crate::invoke::Invoker;
+use crate::logs::LogStore;
+use crate::model::limits;
+use crate::store::Store;
+pub use error::ApiError;
+
+/// Everything the API needs, shared by all connections.
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub invoker: Arc<Invoker>,
+    pub keys: KeyStore,
+    pub logs: LogStore,
+    pub region: String,
+    /// Signs the download links GetFunction returns.
+    pub url_key: Vec<u8>,
+    /// Tracks background (`Event`) invocations so shutdown can wait for them.
+    pub background: tokio_util_lite::TaskTracker,
+}
+
+/// Who is calling, and about what.
+pub struct Ctx {
+    pub account: String,
+    pub request_id: String,
+    /// `Host` of the request, to build links back to this server.
+    pub host: String,
+}
+
+/// A parsed request, after authentication.
+pub struct ApiRequest {
+    pub method: Method,
+    pub segments: Vec<String>,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl ApiRequest {
+    pub fn query(&self, name: &str) -> Option<String> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub type Resp = Response<Full<Bytes>>;
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An empty response.
+pub fn empty(status: StatusCode) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+fn parse_query(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| {
+                percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(state, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// Handles one request; never fails (errors are responses) and never panics the server: a
+/// panic in a handler is caught by its own task.
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut resp = match route(&state, req, &request_id).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(&request_id),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Result<Resp, ApiError> {
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+
+    // Unauthenticated endpoints of Nimbus itself.
+    match (&method, raw_path.as_str()) {
+        (&Method::GET, "/nimbus/health") => {
+            return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+        }
+        (&Method::GET, "/nimbus/metrics") => return Ok(account::metrics(state)),
+        (&Method::GET, p) if p.starts_with("/nimbus/code/") => {
+            return functions::download_code(state, p, &parse_query(&raw_query));
+        }
+        _ => {}
+    }
+
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limits::CREATE_REQUEST_MAX) {
+        return Err(too_large(limits::CREATE_REQUEST_MAX, "this"));
+    }
+    let (parts, body) = req.into_parts();
+    let body = Limited::new(body, limits::CREATE_REQUEST_MAX)
+        .collect()
+        .await
+        .map_err(|_| too_large(limits::CREATE_REQUEST_MAX, "this"))?
+        .to_bytes();
+
+    let creds = crate::auth::verify(
+        method.as_str(),
+        &raw_path,
+        &raw_query,
+        &parts.headers,
+        &body,
+        &state.keys,
+        std::time::SystemTime::now(),
+    )?;
+    let ctx = Ctx {
+        account: creds.account_id.clone(),
+        request_id: request_id.to_string(),
+        host: parts
+            .headers
+            .get(hyper::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1")
+            .to_string(),
+    };
+    let segments = raw_path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let req = ApiRequest {
+        method,
+        segments,
+        query: parse_query(&raw_query),
+        headers: parts.headers,
+        body,
+    };
+    dispatch(state, &ctx, req).await
+}
+
+async fn dispatch(state: &Arc<AppState>, ctx: &Ctx, req: ApiRequest) -> Result<Resp, ApiError> {
+    if req.method == Method::POST
+        && req.segments.is_empty()
+        && let Some(target) = req.header("x-amz-target")
+    {
+        let target = target.to_string();
+        return logs::dispatch(state, ctx, &target, &req.body);
+    }
+    let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match (&req.method, seg.as_slice()) {
+        (&Method::POST, ["2015-03-31", "functions"]) => functions::create(state, ctx, &req).await,
+        (&Method::GET, ["2015-03-31", "functions"]) => functions::list(state, ctx, &req),
+        (&Method::GET, ["2015-03-31", "functions", f]) => functions::get(state, ctx, &req, f),
+        (&Method::DELETE, ["2015-03-31", "functions", f]) => functions::delete(state, ctx, &req, f),
+        (&Method::GET, ["2015-03-31", "functions", f, "configuration"]) => {
+            functions::get_configuration(state, ctx, &req, f)
+        }
+        (&Method::PUT, ["2015-03-31", "functions", f, "configuration"]) => {
+            functions::update_configuration(state, ctx, &req, f)
+        }
+        (&Method::PUT, ["2015-03-31", "functions", f, "code"]) => {
+            functions::update_code(state, ctx, &req, f).await
+        }
+        (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => {
+            invoke::invoke(state, ctx, &req, f).await
+        }
+        (&Method::POST, ["2014-11-13", "functions", f, "invoke-async"]) => {
+            invoke::invoke_async_legacy(state, ctx, &req, f).await
+        }
+        (&Method::GET, ["2016-08-19", "account-settings"]) => Ok(account::settings(state, ctx)),
+        (&Method::GET, ["nimbus", "status"]) => Ok(account::status(state, ctx)),
+        _ => Err(ApiError::UnknownOperation(format!(
+            "Nimbus does not implement {} /{} yet; docs/api-compatibility.md lists what it supports.",
+            req.method,
+            req.segments.join("/")
+        ))),
+    }
+}
+
+pub fn too_large(limit: usize, op: &str) -> ApiError {
+    ApiError::RequestTooLarge(format!(
+        "Request must be smaller than {limit} bytes for the {op} operation"
+    ))
+}
+
+/// Parses a JSON body into a wire struct, with Lambda's message for bodies that are not JSON.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.is_empty() {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::InvalidRequestContent(format!("Could not parse request body into json: {e}"))
+    })
+}
+
+/// A minimal task tracker: counts running background tasks so shutdown can wait for them.
+pub mod tokio_util_lite {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Clone, Default)]
+    pub struct TaskTracker {
+        running: Arc<AtomicUsize>,
+    }
+
+    pub struct Token(Arc<AtomicUsize>);
+
+    impl Drop for Token {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    impl TaskTracker {
+        pub fn token(&self) -> Token {
+            self.running.fetch_add(1, Ordering::AcqRel);
+            Token(self.running.clone())
+        }
+
+        pub fn running(&self) -> usize {
+            self.running.load(Ordering::Acquire)
+        }
+    }
+}

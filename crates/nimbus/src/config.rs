@@ -1,0 +1,295 @@
+//! Server configuration: command-line flags, then `NIMBUS_*` environment variables, then a
+//! TOML file (`--config`), then the documented defaults below. Access keys and the account
+//! each belongs to are settable in all three places.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::Credentials;
+use crate::runtimes::{RuntimeConfig, default_runtime_configs};
+
+/// Loopback by default: exposing the API is a decision, not an accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9700";
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// How long an idle environment is kept warm. Lambda keeps them for minutes, unspecified;
+/// five minutes keeps bursts warm while an idle function soon costs nothing.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
+
+/// The `[serve]` options as a file may give them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub region: Option<String>,
+    pub account_id: Option<String>,
+    pub sandbox: Option<String>,
+    pub keep_alive_secs: Option<u64>,
+    pub concurrency_limit: Option<u32>,
+    #[serde(default)]
+    pub access_keys: Vec<FileKey>,
+    #[serde(default)]
+    pub runtimes: BTreeMap<String, RuntimeConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub account_id: Option<String>,
+}
+
+/// Which sandbox backend runs environments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxKind {
+    Process,
+    Jail,
+}
+
+/// The resolved configuration of `nimbus serve`.
+#[derive(Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub region: String,
+    /// Account of keys that name none; generated once per data directory if not configured.
+    pub account_id: Option<String>,
+    pub access_keys: Vec<Credentials>,
+    pub sandbox: SandboxKind,
+    pub keep_alive: Duration,
+    pub concurrency_limit: u32,
+    pub runtimes: BTreeMap<String, RuntimeConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error(
+        "invalid access key '{0}': expected ACCESS_KEY_ID:SECRET_ACCESS_KEY[:ACCOUNT_ID] (account: 12 digits)"
+    )]
+    BadKey(String),
+    #[error("invalid account id '{0}': expected 12 digits")]
+    BadAccount(String),
+    #[error("unknown sandbox '{0}': expected 'jail' or 'process'")]
+    BadSandbox(String),
+}
+
+/// What the command line (or its environment variables) said.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub region: Option<String>,
+    pub account_id: Option<String>,
+    /// `ACCESS:SECRET[:ACCOUNT]`, each entry possibly a comma-separated list.
+    pub access_keys: Vec<String>,
+    pub sandbox: Option<String>,
+    pub keep_alive_secs: Option<u64>,
+    pub concurrency_limit: Option<u32>,
+}
+
+pub fn validate_account(a: &str) -> Result<(), ConfigError> {
+    if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(ConfigError::BadAccount(a.to_string()))
+    }
+}
+
+/// The default data directory: `$XDG_DATA_HOME/nimbus`, else `~/.local/share/nimbus`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("nimbus");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/nimbus"),
+        None => PathBuf::from(".nimbus"),
+    }
+}
+
+impl ServerConfig {
+    pub fn resolve(o: Overrides) -> Result<ServerConfig, ConfigError> {
+        let file = match &o.config_file {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let account_id = o.account_id.or(file.account_id);
+        if let Some(a) = &account_id {
+            validate_account(a)?;
+        }
+        let mut access_keys = Vec::new();
+        for spec in o.access_keys.iter().flat_map(|s| s.split(',')) {
+            let spec = spec.trim();
+            if spec.is_empty() {
+                continue;
+            }
+            access_keys.push(parse_key(spec, account_id.as_deref())?);
+        }
+        if access_keys.is_empty() {
+            for k in file.access_keys {
+                let account = k
+                    .account_id
+                    .or_else(|| account_id.clone())
+                    .unwrap_or_default();
+                if !account.is_empty() {
+                    validate_account(&account)?;
+                }
+                access_keys.push(Credentials {
+                    access_key_id: k.access_key_id,
+                    secret_access_key: k.secret_access_key,
+                    account_id: account,
+                });
+            }
+        }
+        let sandbox = match o.sandbox.or(file.sandbox).as_deref() {
+            None => default_sandbox(),
+            Some("process") => SandboxKind::Process,
+            Some("jail") => SandboxKind::Jail,
+            Some(other) => return Err(ConfigError::BadSandbox(other.to_string())),
+        };
+        let mut runtimes = default_runtime_configs();
+        runtimes.extend(file.runtimes);
+        Ok(ServerConfig {
+            listen: o.listen.or(file.listen).unwrap_or_else(|| {
+                DEFAULT_LISTEN
+                    .parse()
+                    .unwrap_or_else(|_| ([127, 0, 0, 1], 9700).into())
+            }),
+            data_dir: o
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(default_data_dir),
+            region: o
+                .region
+                .or(file.region)
+                .unwrap_or_else(|| DEFAULT_REGION.to_string()),
+            account_id,
+            access_keys,
+            sandbox,
+            keep_alive: o
+                .keep_alive_secs
+                .or(file.keep_alive_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_KEEP_ALIVE),
+            concurrency_limit: o
+                .concurrency_limit
+                .or(file.concurrency_limit)
+                .unwrap_or(crate::model::limits::ACCOUNT_CONCURRENCY),
+            runtimes,
+        })
+    }
+}
+
+/// The process backend until the jail is the default on this build.
+fn default_sandbox() -> SandboxKind {
+    SandboxKind::Process
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_key(spec: &str, default_account: Option<&str>) -> Result<Credentials, ConfigError> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (ak, sk, account) = match parts.as_slice() {
+        [ak, sk] => (*ak, *sk, default_account.unwrap_or("")),
+        [ak, sk, acct] => (*ak, *sk, *acct),
+        _ => return Err(ConfigError::BadKey(spec.to_string())),
+    };
+    if ak.is_empty() || sk.is_empty() {
+        return Err(ConfigError::BadKey(spec.to_string()));
+    }
+    if !account.is_empty() {
+        validate_account(account).map_err(|_| ConfigError::BadKey(spec.to_string()))?;
+    }
+    Ok(Credentials {
+        access_key_id: ak.to_string(),
+        secret_access_key: sk.to_string(),
+        account_id: account.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_flags_carry_their_account() {
+        let c = ServerConfig::resolve(Overrides {
+            access_keys: vec!["testing:testing:123456789012,other:secret".into()],
+            account_id: Some("999999999999".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.access_keys[0].account_id, "123456789012");
+        assert_eq!(c.access_keys[1].account_id, "999999999999");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn malformed_keys_and_accounts_are_refused() {
+        for bad in ["nocolon", "a:b:123", ":b"] {
+            let r = ServerConfig::resolve(Overrides {
+                access_keys: vec![bad.into()],
+                ..Default::default()
+            });
+            assert!(r.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_values_apply_when_flags_are_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nimbus.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "127.0.0.1:1234"
+region = "eu-west-1"
+keep_alive_secs = 7
+[[access_keys]]
+access_key_id = "k"
+secret_access_key = "s"
+account_id = "123456789012"
+[runtimes."python3.12"]
+kind = "python"
+interpreter = "/usr/local/bin/python3.12"
+"#,
+        )
+        .unwrap();
+        let c = ServerConfig::resolve(Overrides {
+            config_file: Some(path),
+            region: Some("us-west-2".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 1234);
+        assert_eq!(c.region, "us-west-2");
+        assert_eq!(c.keep_alive, Duration::from_secs(7));
+        assert_eq!(c.access_keys[0].access_key_id, "k");
+        assert!(c.runtimes.contains_key("python3.12"));
+        assert!(c.runtimes.contains_key("python3.11"));
+    }
+}

@@ -1,0 +1,663 @@
+//! The invocation lifecycle: admit against concurrency limits, lease (or start) an
+//! environment, deliver the event, await the response, an error, a crash or the deadline,
+//! write START / END / REPORT, return the environment or destroy it.
+//!
+//! Nothing here speaks HTTP: the API layer turns requests into [`InvokeRequest`]s and
+//! [`InvokeResult`]s into responses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::header::HeaderValue;
+use tokio::sync::{oneshot, watch};
+
+use crate::logs::{LogStore, tail};
+use crate::model::time::{iso8601_z, log_stream_date, now_ms};
+use crate::model::{FunctionConfig, limits};
+use crate::pool::{Environment, Pool, PoolKey, Pools};
+use crate::runtime_api::{InitEvent, Invocation, Reply, RuntimeApi};
+use crate::runtimes::{Catalog, RuntimeKind};
+use crate::sandbox::{EnvSpec, Sandbox, SandboxError};
+
+pub mod usage;
+
+/// One invocation to run.
+pub struct InvokeRequest {
+    pub function: Arc<FunctionConfig>,
+    /// The ARN the caller used (qualified when a qualifier was given).
+    pub invoked_arn: Arc<str>,
+    pub request_id: Arc<str>,
+    pub payload: Bytes,
+    /// Already base64-decoded JSON text.
+    pub client_context: Option<String>,
+    pub want_log_tail: bool,
+}
+
+/// How it went, when it ran (function errors included).
+#[derive(Debug)]
+pub struct InvokeResult {
+    pub payload: Bytes,
+    pub content_type: Option<HeaderValue>,
+    /// `X-Amz-Function-Error: Unhandled`.
+    pub function_error: bool,
+    pub executed_version: String,
+    /// The last 4 KB of the invocation's log, when asked for.
+    pub log_tail: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("Rate Exceeded.")]
+    Throttled { reason: &'static str },
+    #[error("{0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("the runtime {0} is not available on this server")]
+    UnknownRuntime(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Server-wide settings of the invoker.
+#[derive(Debug, Clone)]
+pub struct InvokerConfig {
+    pub region: String,
+    pub concurrency_limit: u32,
+    pub keep_alive: Duration,
+}
+
+/// The invocation engine: the one owner of pools and the concurrency count.
+pub struct Invoker {
+    config: InvokerConfig,
+    catalog: Catalog,
+    sandbox: Arc<dyn Sandbox>,
+    logs: LogStore,
+    code_root: std::path::PathBuf,
+    pools: Pools,
+    in_flight: Arc<AtomicU32>,
+    pub usage: usage::Usage,
+}
+
+/// One unit of account concurrency, given back on drop.
+struct Permit(Arc<AtomicU32>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The end of an invocation, before it is turned into a result.
+enum Outcome {
+    Reply(Reply),
+    Timeout,
+    Exited(String),
+}
+
+impl Invoker {
+    pub fn new(
+        config: InvokerConfig,
+        catalog: Catalog,
+        sandbox: Arc<dyn Sandbox>,
+        logs: LogStore,
+        code_root: std::path::PathBuf,
+    ) -> Self {
+        Invoker {
+            config,
+            catalog,
+            sandbox,
+            logs,
+            code_root,
+            pools: Pools::default(),
+            in_flight: Arc::new(AtomicU32::new(0)),
+            usage: usage::Usage::default(),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn config(&self) -> &InvokerConfig {
+        &self.config
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn admit(&self) -> Result<Permit, InvokeError> {
+        let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let permit = Permit(self.in_flight.clone());
+        if prev >= self.config.concurrency_limit {
+            drop(permit);
+            return Err(InvokeError::Throttled {
+                reason: "ConcurrentInvocationLimitExceeded",
+            });
+        }
+        Ok(permit)
+    }
+
+    /// Destroys every idle environment of a function (it was updated or deleted).
+    pub fn retire_function(&self, account: &str, name: &str) {
+        drop(self.pools.retire_function(account, name));
+    }
+
+    /// Destroys every idle environment (server shutdown); busy ones end with their invocation.
+    pub fn shutdown(&self) {
+        drop(self.pools.retire_all());
+    }
+
+    /// Reaps idle environments past the keep-alive. Called periodically by the server.
+    pub fn reap(&self) {
+        drop(self.pools.reap(Instant::now(), self.config.keep_alive));
+    }
+
+    /// Runs one invocation to its end.
+    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResult, InvokeError> {
+        let _permit = self.admit()?;
+        let f = &req.function;
+        let key = PoolKey {
+            account: f.account.clone(),
+            function: f.name.clone(),
+            version: f.version.clone(),
+            revision: f.revision_id.clone(),
+        };
+        let pool = self.pools.get(&key);
+        let env = loop {
+            match pool.lease_idle() {
+                // An idle environment can have died (killed from outside); never hand it out.
+                Some(env) if env.has_exited() => pool.discard(env),
+                Some(env) => break Some(env),
+                None => break None,
+            }
+        };
+        let env = match env {
+            Some(env) => env,
+            None => {
+                pool.lease_new();
+                match self.start_environment(f, &req.request_id).await {
+                    Ok(Started::Ready(env)) => env,
+                    Ok(Started::Failed { env, payload }) => {
+                        let result = self.fail_init(&req, env, payload).await;
+                        pool.forget_lease();
+                        return Ok(result);
+                    }
+                    Err(e) => {
+                        pool.forget_lease();
+                        return match e {
+                            InvokeError::Sandbox(SandboxError::Spawn(io))
+                                if self.runtime_kind(f) == Some(RuntimeKind::Provided) =>
+                            {
+                                Ok(entrypoint_error(&req, &io))
+                            }
+                            e => Err(e),
+                        };
+                    }
+                }
+            }
+        };
+        Ok(self.run_on(&pool, env, req).await)
+    }
+
+    fn runtime_kind(&self, f: &FunctionConfig) -> Option<RuntimeKind> {
+        self.catalog.get(&f.runtime).map(|r| r.kind)
+    }
+
+    async fn run_on(&self, pool: &Pool, mut env: Environment, req: InvokeRequest) -> InvokeResult {
+        let f = &req.function;
+        let timeout = Duration::from_secs(u64::from(f.timeout));
+        let (reply_tx, reply_rx) = oneshot::channel();
+        env.logs.start(format!(
+            "START RequestId: {} Version: {}",
+            req.request_id, f.version
+        ));
+        let started = Instant::now();
+        let deadline_ms = now_ms() + timeout.as_millis() as u64;
+        let invocation = Invocation {
+            request_id: req.request_id.clone(),
+            payload: req.payload.clone(),
+            deadline_ms,
+            invoked_arn: req.invoked_arn.clone(),
+            client_context: req.client_context.clone(),
+            cognito_identity: None,
+            trace_id: None,
+            reply: reply_tx,
+        };
+        let outcome = if env.invocations.send(invocation).await.is_err() {
+            Outcome::Exited(wait_exit(&mut env.exit).await)
+        } else {
+            let mut exit = env.exit.clone();
+            tokio::select! {
+                biased;
+                reply = reply_rx => match reply {
+                    Ok(r) => Outcome::Reply(r),
+                    Err(_) => Outcome::Exited(wait_exit(&mut exit).await),
+                },
+                desc = wait_exit(&mut exit) => Outcome::Exited(desc),
+                _ = tokio::time::sleep(timeout) => Outcome::Timeout,
+            }
+        };
+        let elapsed = started.elapsed();
+        if let Some(m) = env.process.max_memory_bytes() {
+            env.max_memory_bytes = env.max_memory_bytes.max(m);
+        }
+        let init = env.init_duration.take();
+        let id = &req.request_id;
+        let (payload, content_type, function_error, status, healthy) = match outcome {
+            Outcome::Reply(Reply::Response { body, content_type }) => {
+                (body, content_type, false, None, true)
+            }
+            Outcome::Reply(Reply::Error { body, .. }) => (body, None, true, None, true),
+            Outcome::Reply(Reply::TooLarge { size }) => (
+                error_json(
+                    "Function.ResponseSizeTooLarge",
+                    &format!(
+                        "Response payload size ({size} bytes) exceeded maximum allowed payload size ({} bytes).",
+                        limits::SYNC_PAYLOAD_MAX
+                    ),
+                ),
+                None,
+                true,
+                None,
+                true,
+            ),
+            Outcome::Timeout => (
+                error_json(
+                    "Sandbox.Timedout",
+                    &format!(
+                        "RequestId: {id} Error: Task timed out after {}.00 seconds",
+                        f.timeout
+                    ),
+                ),
+                None,
+                true,
+                Some("timeout"),
+                false,
+            ),
+            Outcome::Exited(desc) => (
+                exit_error(id, &desc),
+                None,
+                true,
+                Some("error\tError Type: Runtime.ExitError"),
+                false,
+            ),
+        };
+        let mut lines = Vec::with_capacity(3);
+        if status == Some("timeout") {
+            lines.push(format!(
+                "{} {id} Task timed out after {}.00 seconds",
+                iso8601_z(now_ms()),
+                f.timeout
+            ));
+        }
+        lines.push(format!("END RequestId: {id}"));
+        lines.push(report_line(
+            id,
+            elapsed,
+            f.memory_size,
+            env.max_memory_bytes,
+            init,
+            status,
+        ));
+        self.usage
+            .record(&f.account, &f.name, elapsed, f.memory_size, function_error);
+        let text = env.logs.finish(lines, req.want_log_tail).await;
+        if healthy && !env.has_exited() {
+            pool.release(env, Instant::now());
+        } else {
+            pool.discard(env);
+        }
+        InvokeResult {
+            payload,
+            content_type,
+            function_error,
+            executed_version: f.version.clone(),
+            log_tail: text.map(|t| tail(&t, limits::LOG_TAIL_BYTES).to_string()),
+        }
+    }
+
+    /// Reports an init failure to the invoker, writes its log lines and destroys the
+    /// environment: the next invocation runs init again.
+    async fn fail_init(
+        &self,
+        req: &InvokeRequest,
+        env: Environment,
+        payload: Bytes,
+    ) -> InvokeResult {
+        let f = &req.function;
+        let id = &req.request_id;
+        env.logs
+            .start(format!("START RequestId: {id} Version: {}", f.version));
+        let error_type = serde_json::from_slice::<serde_json::Value>(&payload)
+            .ok()
+            .and_then(|v| v.get("errorType")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| "Runtime.Unknown".into());
+        let lines = vec![
+            format!("END RequestId: {id}"),
+            report_line(
+                id,
+                Duration::ZERO,
+                f.memory_size,
+                env.max_memory_bytes,
+                env.init_duration,
+                Some(&format!("error\tError Type: {error_type}")),
+            ),
+        ];
+        self.usage
+            .record(&f.account, &f.name, Duration::ZERO, f.memory_size, true);
+        let text = env.logs.finish(lines, req.want_log_tail).await;
+        drop(env);
+        InvokeResult {
+            payload,
+            content_type: None,
+            function_error: true,
+            executed_version: f.version.clone(),
+            log_tail: text.map(|t| tail(&t, limits::LOG_TAIL_BYTES).to_string()),
+        }
+    }
+
+    /// Starts an environment and waits for its init to end.
+    async fn start_environment(
+        &self,
+        f: &FunctionConfig,
+        request_id: &str,
+    ) -> Result<Started, InvokeError> {
+        let runtime = self
+            .catalog
+            .get(&f.runtime)
+            .ok_or_else(|| InvokeError::UnknownRuntime(f.runtime.clone()))?;
+        let env_id = uuid::Uuid::new_v4().simple().to_string();
+        let log_group = format!("/aws/lambda/{}", f.name);
+        let log_stream = format!("{}/[{}]{}", log_stream_date(now_ms()), f.version, env_id);
+        let spec = EnvSpec {
+            env_id: env_id.clone(),
+            argv: runtime.argv.clone(),
+            env: environment_variables(f, runtime, &self.config.region, &log_group, &log_stream),
+            code_dir: self.code_dir(f),
+            runtime_dir: runtime.runtime_dir.clone(),
+            opt_dir: None,
+            host_paths: runtime.host_paths.clone(),
+            memory_mb: f.memory_size,
+            ephemeral_mb: f.ephemeral_storage,
+            network: f.network,
+            cwd: "/var/task".into(),
+        };
+        let t0 = Instant::now();
+        let sandbox = self.sandbox.clone();
+        let started = tokio::task::spawn_blocking(move || sandbox.start(&spec))
+            .await
+            .map_err(|e| InvokeError::Internal(format!("sandbox start panicked: {e}")))??;
+        let (api, invocations, mut init_events) = RuntimeApi::new();
+        let server = api
+            .serve(started.listener)
+            .map_err(|e| InvokeError::Internal(format!("Runtime API listener: {e}")))?;
+        let logs = self
+            .logs
+            .start_stream(&f.account, &log_group, &log_stream, started.output)
+            .map_err(|e| InvokeError::Internal(format!("log stream: {e}")))?;
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let process = started.process.clone();
+        let exited = started.exited;
+        tokio::spawn(async move {
+            let desc = exited.await;
+            process.cleanup();
+            let _ = exit_tx.send(Some(desc));
+        });
+        let mut env = Environment {
+            id: env_id,
+            log_stream,
+            invocations,
+            process: started.process,
+            exit: exit_rx,
+            logs,
+            init_duration: None,
+            max_memory_bytes: 0,
+            server,
+        };
+        let mut exit = env.exit.clone();
+        let init_limit = Duration::from_secs(limits::INIT_TIMEOUT_S);
+        let event = tokio::select! {
+            biased;
+            ev = init_events.recv() => ev,
+            desc = wait_exit(&mut exit) => {
+                env.init_duration = Some(t0.elapsed());
+                return Ok(Started::Failed { payload: exit_error(request_id, &desc), env });
+            }
+            _ = tokio::time::sleep(init_limit) => {
+                env.init_duration = Some(t0.elapsed());
+                env.logs.line(format!(
+                    "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: timeout",
+                    ms(t0.elapsed())
+                ));
+                return Ok(Started::Failed {
+                    payload: error_json(
+                        "Sandbox.Timedout",
+                        &format!("Init phase timed out after {}.00 seconds", limits::INIT_TIMEOUT_S),
+                    ),
+                    env,
+                });
+            }
+        };
+        env.init_duration = Some(t0.elapsed());
+        if let Some(m) = env.process.max_memory_bytes() {
+            env.max_memory_bytes = m;
+        }
+        match event {
+            Some(InitEvent::Ready) => Ok(Started::Ready(env)),
+            Some(InitEvent::Failed { body, error_type }) => {
+                let payload = if serde_json::from_slice::<serde_json::Value>(&body)
+                    .is_ok_and(|v| v.get("errorType").is_some())
+                {
+                    body
+                } else {
+                    error_json(
+                        error_type.as_deref().unwrap_or("Runtime.Unknown"),
+                        &String::from_utf8_lossy(&body),
+                    )
+                };
+                Ok(Started::Failed { env, payload })
+            }
+            None => Err(InvokeError::Internal(
+                "Runtime API closed during init".into(),
+            )),
+        }
+    }
+
+    fn code_dir(&self, f: &FunctionConfig) -> std::path::PathBuf {
+        self.code_root.join(&f.code_sha256_hex)
+    }
+}
+
+enum Started {
+    Ready(Environment),
+    Failed { env: Environment, payload: Bytes },
+}
+
+async fn wait_exit(exit: &mut watch::Receiver<Option<String>>) -> String {
+    match exit.wait_for(Option::is_some).await {
+        Ok(v) => v.clone().unwrap_or_default(),
+        // The watcher is gone: the process is gone too.
+        Err(_) => "signal: killed".into(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The REPORT line, in Lambda's exact format: tab-separated, each field followed by a tab.
+pub fn report_line(
+    request_id: &str,
+    duration: Duration,
+    memory_mb: u32,
+    max_memory_bytes: u64,
+    init: Option<Duration>,
+    status: Option<&str>,
+) -> String {
+    let d = ms(duration);
+    let billed = (d.ceil() as u64).max(1);
+    let used = max_memory_bytes.div_ceil(1024 * 1024);
+    let mut line = format!(
+        "REPORT RequestId: {request_id}\tDuration: {d:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {used} MB\t"
+    );
+    if let Some(init) = init {
+        line.push_str(&format!("Init Duration: {:.2} ms\t", ms(init)));
+    }
+    if let Some(status) = status {
+        line.push_str(&format!("Status: {status}\t"));
+    }
+    line
+}
+
+fn error_json(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({"errorType": error_type, "errorMessage": message}).to_string())
+}
+
+fn exit_error(request_id: &str, desc: &str) -> Bytes {
+    let what = if desc == "exit status 0" {
+        "Runtime exited without providing a reason".to_string()
+    } else {
+        format!("Runtime exited with error: {desc}")
+    };
+    let message = if request_id.is_empty() {
+        format!("Error: {what}")
+    } else {
+        format!("RequestId: {request_id} Error: {what}")
+    };
+    error_json("Runtime.ExitError", &message)
+}
+
+fn entrypoint_error(req: &InvokeRequest, io: &std::io::Error) -> InvokeResult {
+    let message = if io.kind() == std::io::ErrorKind::NotFound {
+        format!(
+            "RequestId: {} Error: Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
+            req.request_id
+        )
+    } else {
+        format!(
+            "RequestId: {} Error: fork/exec /var/task/bootstrap: {io}",
+            req.request_id
+        )
+    };
+    InvokeResult {
+        payload: error_json("Runtime.InvalidEntrypoint", &message),
+        content_type: None,
+        function_error: true,
+        executed_version: req.function.version.clone(),
+        log_tail: None,
+    }
+}
+
+/// The runtime process's complete environment (lambda-wire.md §4.1): the user's variables,
+/// then the reserved ones, which win. Nothing of the server's own environment.
+pub fn environment_variables(
+    f: &FunctionConfig,
+    runtime: &crate::runtimes::Runtime,
+    region: &str,
+    log_group: &str,
+    log_stream: &str,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into(),
+        ),
+        ("LANG".into(), "en_US.UTF-8".into()),
+        ("TZ".into(), ":UTC".into()),
+        (
+            "LD_LIBRARY_PATH".into(),
+            "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
+                .into(),
+        ),
+    ];
+    match runtime.kind {
+        RuntimeKind::Python => env.push(("PYTHONPATH".into(), "/var/runtime".into())),
+        RuntimeKind::Node => env.push((
+            "NODE_PATH".into(),
+            "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task"
+                .into(),
+        )),
+        RuntimeKind::Provided => {}
+    }
+    for (k, v) in &f.environment {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let mut reserved = vec![
+        ("_HANDLER".to_string(), f.handler.clone()),
+        ("AWS_REGION".into(), region.to_string()),
+        ("AWS_DEFAULT_REGION".into(), region.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), f.name.clone()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+            f.memory_size.to_string(),
+        ),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), f.version.clone()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME".into(), log_group.to_string()),
+        ("AWS_LAMBDA_LOG_STREAM_NAME".into(), log_stream.to_string()),
+        ("LAMBDA_TASK_ROOT".into(), "/var/task".into()),
+        ("LAMBDA_RUNTIME_DIR".into(), "/var/runtime".into()),
+    ];
+    if let Some(exec_env) = runtime.execution_env() {
+        reserved.push(("AWS_EXECUTION_ENV".into(), exec_env));
+    }
+    for (k, v) in reserved {
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_line_matches_lambda_format() {
+        let line = report_line(
+            "r1",
+            Duration::from_micros(4_157_160),
+            256,
+            99 * 1024 * 1024,
+            Some(Duration::from_micros(841_600)),
+            None,
+        );
+        assert_eq!(
+            line,
+            "REPORT RequestId: r1\tDuration: 4157.16 ms\tBilled Duration: 4158 ms\tMemory Size: 256 MB\tMax Memory Used: 99 MB\tInit Duration: 841.60 ms\t"
+        );
+    }
+
+    #[test]
+    fn billed_duration_is_at_least_one_millisecond() {
+        let line = report_line("r", Duration::from_micros(120), 128, 0, None, None);
+        assert!(
+            line.contains("Duration: 0.12 ms\tBilled Duration: 1 ms"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn exit_errors_use_lambdas_wording() {
+        let b = exit_error("r1", "exit status 1");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["errorType"], "Runtime.ExitError");
+        assert_eq!(
+            v["errorMessage"],
+            "RequestId: r1 Error: Runtime exited with error: exit status 1"
+        );
+        let b = exit_error("r1", "exit status 0");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(
+            v["errorMessage"],
+            "RequestId: r1 Error: Runtime exited without providing a reason"
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! Execution-environment pools, one per function version (and configuration revision).
+//!
+//! A pool owns its idle environments; a busy environment is owned by the invocation that
+//! leased it and comes back (or is destroyed) when that invocation ends, so an environment
+//! serves exactly one invocation at a time and no lease can be left dangling. Idle
+//! environments are reused most-recently-used first, so under falling load the coldest ones
+//! age out, and are reaped after the keep-alive. The logic takes the time as an argument, so
+//! tests drive it with a fake clock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::logs::LogSink;
+use crate::runtime_api::Invocation;
+use crate::sandbox::EnvProcess;
+
+/// One running execution environment.
+pub struct Environment {
+    pub id: String,
+    pub log_stream: String,
+    pub invocations: mpsc::Sender<Invocation>,
+    pub process: Arc<dyn EnvProcess>,
+    /// `Some(description)` once the environment's first process has exited.
+    pub exit: watch::Receiver<Option<String>>,
+    pub logs: LogSink,
+    /// Set for the first invocation after init, so its REPORT carries `Init Duration`.
+    pub init_duration: Option<Duration>,
+    /// Peak memory seen so far, for when the process is gone before it can be asked.
+    pub max_memory_bytes: u64,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+impl Environment {
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        self.process.kill();
+        self.server.abort();
+    }
+}
+
+/// Identifies a pool: environments are only shared between invocations of exactly the same
+/// code and configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub account: String,
+    pub function: String,
+    pub version: String,
+    pub revision: String,
+}
+
+struct Idle<E> {
+    env: E,
+    since: Instant,
+}
+
+/// The environments of one function version.
+pub struct Pool<E = Environment> {
+    pub key: PoolKey,
+    idle: Mutex<Vec<Idle<E>>>,
+    busy: AtomicUsize,
+    retired: std::sync::atomic::AtomicBool,
+}
+
+impl<E> Pool<E> {
+    fn new(key: PoolKey) -> Self {
+        Pool {
+            key,
+            idle: Mutex::new(Vec::new()),
+            busy: AtomicUsize::new(0),
+            retired: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the most recently used idle environment, counting it busy. `None`: the caller
+    /// starts a new one (and must call [`Pool::lease_new`]).
+    pub fn lease_idle(&self) -> Option<E> {
+        let env = self.idle.lock().ok()?.pop()?.env;
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Some(env)
+    }
+
+    /// Counts a freshly started environment as busy.
+    pub fn lease_new(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Returns a healthy environment after an invocation. A retired pool (the function was
+    /// updated or deleted) destroys it instead.
+    pub fn release(&self, env: E, now: Instant) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+        if self.retired.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(Idle { env, since: now });
+        }
+    }
+
+    /// Gives back a lease whose environment never became usable (its start failed).
+    pub fn forget_lease(&self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// An environment that broke (timeout, crash) is dropped, not returned.
+    pub fn discard(&self, env: E) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+        drop(env);
+    }
+
+    /// Removes idle environments unused for `keep_alive`; returns them for the caller to drop.
+    fn reap(&self, now: Instant, keep_alive: Duration) -> Vec<E> {
+        let Ok(mut idle) = self.idle.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        // Oldest first: the list is in release order.
+        while idle
+            .first()
+            .is_some_and(|i| now.saturating_duration_since(i.since) >= keep_alive)
+        {
+            out.push(idle.remove(0).env);
+        }
+        out
+    }
+
+    fn retire(&self) -> Vec<E> {
+        self.retired.store(true, Ordering::Release);
+        self.idle
+            .lock()
+            .map(|mut v| v.drain(..).map(|i| i.env).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    pub fn busy_count(&self) -> usize {
+        self.busy.load(Ordering::Acquire)
+    }
+}
+
+/// All pools. The owner of every idle environment in the server.
+pub struct Pools<E = Environment> {
+    pools: Mutex<HashMap<PoolKey, Arc<Pool<E>>>>,
+}
+
+impl<E> Default for Pools<E> {
+    fn default() -> Self {
+        Pools {
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<E> Pools<E> {
+    pub fn get(&self, key: &PoolKey) -> Arc<Pool<E>> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pools.get(key) {
+            return p.clone();
+        }
+        // A new revision of a function retires the pools of its older revisions.
+        let stale: Vec<PoolKey> = pools
+            .keys()
+            .filter(|k| {
+                k.account == key.account
+                    && k.function == key.function
+                    && k.version == key.version
+                    && k.revision != key.revision
+            })
+            .cloned()
+            .collect();
+        for k in stale {
+            if let Some(p) = pools.remove(&k) {
+                drop(p.retire());
+            }
+        }
+        let p = Arc::new(Pool::new(key.clone()));
+        pools.insert(key.clone(), p.clone());
+        p
+    }
+
+    /// Retires every pool of a function (update or delete): idle environments are destroyed
+    /// now, busy ones when their invocation ends.
+    pub fn retire_function(&self, account: &str, function: &str) -> Vec<E> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<PoolKey> = pools
+            .keys()
+            .filter(|k| k.account == account && k.function == function)
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for k in keys {
+            if let Some(p) = pools.remove(&k) {
+                out.extend(p.retire());
+            }
+        }
+        out
+    }
+
+    /// Retires every pool (shutdown).
+    pub fn retire_all(&self) -> Vec<E> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.drain().flat_map(|(_, p)| p.retire()).collect()
+    }
+
+    /// Reaps idle environments past the keep-alive and forgets pools left empty.
+    pub fn reap(&self, now: Instant, keep_alive: Duration) -> Vec<E> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for p in pools.values() {
+            out.extend(p.reap(now, keep_alive));
+        }
+        pools.retain(|_, p| p.idle_count() > 0 || p.busy_count() > 0);
+        out
+    }
+
+    /// (idle, busy) environments of every function: for the status endpoint.
+    pub fn counts(&self) -> Vec<(PoolKey, usize, usize)> {
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .values()
+            .map(|p| (p.key.clone(), p.idle_count(), p.busy_count()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(rev: &str) -> PoolKey {
+        PoolKey {
+            account: "a".into(),
+            function: "f".into(),
+            version: "$LATEST".into(),
+            revision: rev.into(),
+        }
+    }
+
+    #[test]
+    fn reuses_the_most_recently_used_environment() {
+        let pools: Pools<u32> = Pools::default();
+        let p = pools.get(&key("1"));
+        let t0 = Instant::now();
+        p.lease_new();
+        p.lease_new();
+        p.release(1, t0);
+        p.release(2, t0 + Duration::from_secs(1));
+        assert_eq!(p.lease_idle(), Some(2));
+        assert_eq!(p.busy_count(), 1);
+    }
+
+    #[test]
+    fn reaps_only_environments_idle_past_the_keep_alive() {
+        let pools: Pools<u32> = Pools::default();
+        let p = pools.get(&key("1"));
+        let t0 = Instant::now();
+        for i in 0..3 {
+            p.lease_new();
+            p.release(i, t0 + Duration::from_secs(i as u64 * 10));
+        }
+        let reaped = pools.reap(t0 + Duration::from_secs(25), Duration::from_secs(10));
+        assert_eq!(reaped, vec![0, 1]);
+        assert_eq!(p.idle_count(), 1);
+        let reaped = pools.reap(t0 + Duration::from_secs(100), Duration::from_secs(10));
+        assert_eq!(reaped, vec![2]);
+        // An empty pool is forgotten: scale to zero.
+        assert!(pools.counts().is_empty());
+    }
+
+    #[test]
+    fn a_new_revision_retires_the_old_environments() {
+        let pools: Pools<u32> = Pools::default();
+        let old = pools.get(&key("1"));
+        let t0 = Instant::now();
+        old.lease_new();
+        old.lease_new();
+        old.release(1, t0);
+        let _new = pools.get(&key("2"));
+        assert_eq!(old.idle_count(), 0);
+        // A busy environment of the old revision is not kept when it comes back.
+        old.release(2, t0);
+        assert_eq!(old.idle_count(), 0);
+    }
+
+    #[test]
+    fn retiring_a_function_returns_its_idle_environments() {
+        let pools: Pools<u32> = Pools::default();
+        let p = pools.get(&key("1"));
+        p.lease_new();
+        p.release(7, Instant::now());
+        assert_eq!(pools.retire_function("a", "f"), vec![7]);
+        assert!(pools.counts().is_empty());
+    }
+}
