@@ -14,6 +14,7 @@ const TOTAL_CODE_SIZE: u64 = 80_530_636_800;
 pub fn settings(state: &Arc<AppState>, ctx: &Ctx) -> Resp {
     let (count, code) = state.store.usage(&ctx.account);
     let limit = state.invoker.config().concurrency_limit;
+    let unreserved = limit.saturating_sub(state.store.reserved_total(&ctx.account));
     json(
         StatusCode::OK,
         &json!({
@@ -22,7 +23,7 @@ pub fn settings(state: &Arc<AppState>, ctx: &Ctx) -> Resp {
                 "CodeSizeUnzipped": crate::model::limits::UNZIPPED_MAX,
                 "CodeSizeZipped": crate::model::limits::ZIP_MAX,
                 "ConcurrentExecutions": limit,
-                "UnreservedConcurrentExecutions": limit,
+                "UnreservedConcurrentExecutions": unreserved,
             },
             "AccountUsage": {"TotalCodeSize": code, "FunctionCount": count},
         }),
@@ -31,6 +32,16 @@ pub fn settings(state: &Arc<AppState>, ctx: &Ctx) -> Resp {
 
 /// `GET /nimbus/status` (signed): environments per function and concurrency in use.
 pub fn status(state: &Arc<AppState>, ctx: &Ctx) -> Resp {
+    let functions: Vec<_> = state
+        .invoker
+        .concurrency
+        .snapshot()
+        .into_iter()
+        .filter(|(a, _, _, _)| *a == ctx.account)
+        .map(|(_, name, in_flight, throttles)| {
+            json!({"FunctionName": name, "ConcurrentExecutions": in_flight, "Throttles": throttles})
+        })
+        .collect();
     let pools: Vec<_> = state
         .invoker
         .pools()
@@ -57,6 +68,7 @@ pub fn status(state: &Arc<AppState>, ctx: &Ctx) -> Resp {
             "ConcurrencyLimit": state.invoker.config().concurrency_limit,
             "BackgroundInvocations": state.background.running(),
             "Pools": pools,
+            "Functions": functions,
         }),
     )
 }

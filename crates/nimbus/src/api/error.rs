@@ -27,6 +27,8 @@ pub enum ApiError {
     #[error("{0}")]
     PreconditionFailed(String),
     #[error("{0}")]
+    ProvisionedConcurrencyConfigNotFound(String),
+    #[error("{0}")]
     RequestTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -53,7 +55,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(_) => ApiError::ResourceNotFound(e.to_string()),
             StoreError::AlreadyExists(_) => ApiError::ResourceConflict(e.to_string()),
-            StoreError::RevisionMismatch => ApiError::PreconditionFailed(e.to_string()),
+            StoreError::RevisionMismatch | StoreError::Precondition(_) => {
+                ApiError::PreconditionFailed(e.to_string())
+            }
+            StoreError::Missing(_) => ApiError::ResourceNotFound(e.to_string()),
+            StoreError::Conflict(_) => ApiError::ResourceConflict(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -72,6 +78,9 @@ impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         match e {
             InvokeError::Throttled { reason } => ApiError::TooManyRequests { reason },
+            InvokeError::ScalingThrottled => ApiError::TooManyRequests {
+                reason: "FunctionInvocationRateLimitExceeded",
+            },
             InvokeError::UnknownRuntime(_) => ApiError::InvalidParameterValue(e.to_string()),
             InvokeError::Sandbox(_) | InvokeError::Internal(_) => ApiError::Internal(e.to_string()),
         }
@@ -100,6 +109,11 @@ impl ApiError {
             ApiError::ResourceConflict(_) => {
                 (StatusCode::CONFLICT, "ResourceConflictException", "message")
             }
+            ApiError::ProvisionedConcurrencyConfigNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "ProvisionedConcurrencyConfigNotFoundException",
+                "message",
+            ),
             ApiError::PreconditionFailed(_) => (
                 StatusCode::PRECONDITION_FAILED,
                 "PreconditionFailedException",

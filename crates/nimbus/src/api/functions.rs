@@ -21,22 +21,31 @@ use crate::model::time::now_ms;
 use crate::model::{self, FunctionConfig, FunctionRef, LATEST, limits};
 use crate::store::code::CodeInfo;
 
-/// Resolves a `{FunctionName}` path parameter for the caller's account.
-pub fn resolve(
+/// A `{FunctionName}` (+ `?Qualifier=`) resolved for the caller's account.
+pub struct Resolved {
+    pub fref: FunctionRef,
+    /// The configuration the qualifier names (an alias: the version it points to).
+    pub config: Arc<FunctionConfig>,
+    pub alias: Option<Arc<crate::model::AliasConfig>>,
+}
+
+fn not_found(state: &AppState, ctx: &Ctx, r: &FunctionRef) -> ApiError {
+    ApiError::ResourceNotFound(format!(
+        "Function not found: {}",
+        model::function_arn(&state.region, &ctx.account, &r.name, r.qualifier.as_deref())
+    ))
+}
+
+/// Parses a `{FunctionName}` path parameter and checks it names this account and region.
+pub fn parse_ref(
     state: &AppState,
     ctx: &Ctx,
     raw: &str,
     query_qualifier: Option<String>,
-) -> Result<(FunctionRef, Arc<FunctionConfig>), ApiError> {
+) -> Result<FunctionRef, ApiError> {
     let r = FunctionRef::parse(raw)?.with_query_qualifier(query_qualifier)?;
-    let not_found = || {
-        ApiError::ResourceNotFound(format!(
-            "Function not found: {}",
-            model::function_arn(&state.region, &ctx.account, &r.name, r.qualifier.as_deref())
-        ))
-    };
     if r.account.as_deref().is_some_and(|a| a != ctx.account) {
-        return Err(not_found());
+        return Err(not_found(state, ctx, &r));
     }
     if let Some(region) = &r.region
         && *region != state.region
@@ -46,15 +55,65 @@ pub fn resolve(
             state.region
         )));
     }
-    let f = state
+    Ok(r)
+}
+
+/// Resolves a `{FunctionName}` path parameter (name, ARN, `:qualifier`) and `?Qualifier=`.
+pub fn resolve_full(
+    state: &AppState,
+    ctx: &Ctx,
+    raw: &str,
+    query_qualifier: Option<String>,
+) -> Result<Resolved, ApiError> {
+    let fref = parse_ref(state, ctx, raw, query_qualifier)?;
+    let found = state
         .store
-        .get(&ctx.account, &r.name)
-        .ok_or_else(not_found)?;
-    match r.qualifier.as_deref() {
-        None | Some(LATEST) => Ok((r, f)),
-        // Versions and aliases are not stored yet: any other qualifier names nothing.
-        Some(_) => Err(not_found()),
+        .with_entry(&ctx.account, &fref.name, |e| {
+            e.qualified(fref.qualifier.as_deref())
+        })
+        .flatten();
+    match found {
+        Some((config, alias)) => Ok(Resolved {
+            fref,
+            config,
+            alias,
+        }),
+        None => Err(not_found(state, ctx, &fref)),
     }
+}
+
+/// Resolves to the function configuration a qualifier names.
+pub fn resolve(
+    state: &AppState,
+    ctx: &Ctx,
+    raw: &str,
+    query_qualifier: Option<String>,
+) -> Result<(FunctionRef, Arc<FunctionConfig>), ApiError> {
+    let r = resolve_full(state, ctx, raw, query_qualifier)?;
+    Ok((r.fref, r.config))
+}
+
+/// Resolves for an invocation: an alias routes to one of its versions by weight.
+pub fn resolve_for_invoke(
+    state: &AppState,
+    ctx: &Ctx,
+    raw: &str,
+    query_qualifier: Option<String>,
+) -> Result<(FunctionRef, Arc<FunctionConfig>), ApiError> {
+    let r = resolve_full(state, ctx, raw, query_qualifier)?;
+    let Some(alias) = &r.alias else {
+        return Ok((r.fref, r.config));
+    };
+    if alias.additional_weights.is_empty() {
+        return Ok((r.fref, r.config));
+    }
+    let chosen = alias.route(fastrand::f64());
+    let config = state
+        .store
+        .with_entry(&ctx.account, &r.fref.name, |e| e.version(chosen))
+        .flatten()
+        .ok_or_else(|| not_found(state, ctx, &r.fref))?;
+    Ok((r.fref, config))
 }
 
 fn decode_zip(b64: &str) -> Result<Vec<u8>, ApiError> {
@@ -242,6 +301,15 @@ pub async fn create(state: &Arc<AppState>, ctx: &Ctx, req: &ApiRequest) -> Resul
     };
     let tags = body.tags.unwrap_or_default();
     let f = state.store.create(cfg, &tags)?;
+    if body.publish == Some(true) {
+        let (v, _) = state
+            .store
+            .publish(&ctx.account, &f.name, None, None, None, now_ms())?;
+        return Ok(json(
+            StatusCode::CREATED,
+            &function_configuration(&v, &state.region, Some(&v.version), false),
+        ));
+    }
     Ok(json(
         StatusCode::CREATED,
         &function_configuration(&f, &state.region, None, false),
@@ -256,10 +324,20 @@ pub fn get(state: &Arc<AppState>, ctx: &Ctx, req: &ApiRequest, f: &str) -> Resul
         "Code": {"RepositoryType": "S3", "Location": code_location(state, ctx, &f.code_sha256_hex)},
     });
     let tags = state.store.tags(&ctx.account, &f.name)?;
-    if !tags.is_empty()
-        && let Some(obj) = out.as_object_mut()
-    {
-        obj.insert("Tags".into(), json!(tags));
+    let reserved = state
+        .store
+        .with_entry(&ctx.account, &f.name, |e| e.reserved)
+        .flatten();
+    if let Some(obj) = out.as_object_mut() {
+        if !tags.is_empty() {
+            obj.insert("Tags".into(), json!(tags));
+        }
+        if let Some(n) = reserved {
+            obj.insert(
+                "Concurrency".into(),
+                json!({"ReservedConcurrentExecutions": n}),
+            );
+        }
     }
     Ok(json(StatusCode::OK, &out))
 }
@@ -295,24 +373,55 @@ pub fn list(state: &Arc<AppState>, ctx: &Ctx, req: &ApiRequest) -> Result<Resp, 
     }
     .min(50);
     let marker = req.query("Marker");
-    let all = state.store.list(&ctx.account);
+    let all_versions = match req.query("FunctionVersion").as_deref() {
+        None => false,
+        Some("ALL") => true,
+        Some(other) => {
+            return Err(ApiError::InvalidParameterValue(format!(
+                "1 validation error detected: Value '{other}' at 'functionVersion' failed to satisfy constraint: \
+                 Member must satisfy enum value set: [ALL]"
+            )));
+        }
+    };
+    let mut all = Vec::new();
+    for f in state.store.list(&ctx.account) {
+        if all_versions && let Some(e) = state.store.entry(&ctx.account, &f.name) {
+            all.push((
+                format!("{}:{LATEST}", f.name),
+                f.clone(),
+                Some(LATEST.to_string()),
+            ));
+            for (n, v) in &e.versions {
+                all.push((
+                    format!("{}:{n:010}", f.name),
+                    v.clone(),
+                    Some(n.to_string()),
+                ));
+            }
+        } else {
+            all.push((f.name.clone(), f, None));
+        }
+    }
     let start = match &marker {
         Some(m) => all
             .iter()
-            .position(|f| f.name.as_str() > m.as_str())
+            .position(|(key, _, _)| key.as_str() > m.as_str())
             .unwrap_or(all.len()),
         None => 0,
     };
     let page: Vec<Value> = all[start..]
         .iter()
         .take(max)
-        .map(|f| function_configuration(f, &state.region, None, true))
+        .map(|(_, f, q)| {
+            let q = q.as_deref().filter(|q| *q != LATEST);
+            function_configuration(f, &state.region, q, true)
+        })
         .collect();
     let mut out = json!({ "Functions": page });
     if start + max < all.len()
         && let Some(obj) = out.as_object_mut()
     {
-        obj.insert("NextMarker".into(), json!(all[start + max - 1].name));
+        obj.insert("NextMarker".into(), json!(all[start + max - 1].0));
     }
     Ok(json(StatusCode::OK, &out))
 }
@@ -363,7 +472,18 @@ pub async fn update_code(
             Ok(())
         },
     )?;
-    state.invoker.retire_function(&ctx.account, &new.name);
+    state
+        .invoker
+        .retire_version(&ctx.account, &new.name, LATEST);
+    if body.publish == Some(true) {
+        let (v, _) = state
+            .store
+            .publish(&ctx.account, &new.name, None, None, None, now_ms())?;
+        return Ok(json(
+            StatusCode::OK,
+            &function_configuration(&v, &state.region, Some(&v.version), false),
+        ));
+    }
     Ok(json(
         StatusCode::OK,
         &function_configuration(&new, &state.region, None, false),
@@ -455,7 +575,9 @@ pub fn update_configuration(
             Ok(())
         },
     )?;
-    state.invoker.retire_function(&ctx.account, &new.name);
+    state
+        .invoker
+        .retire_version(&ctx.account, &new.name, LATEST);
     Ok(json(
         StatusCode::OK,
         &function_configuration(&new, &state.region, None, false),
@@ -469,14 +591,34 @@ pub fn delete(
     req: &ApiRequest,
     f: &str,
 ) -> Result<Resp, ApiError> {
-    let (r, f) = resolve(state, ctx, f, req.query("Qualifier"))?;
-    if r.qualifier.as_deref() == Some(LATEST) {
-        return Err(ApiError::InvalidParameterValue(
-            "$LATEST version cannot be deleted without deleting the function.".into(),
-        ));
+    let r = parse_ref(state, ctx, f, req.query("Qualifier"))?;
+    match r.qualifier.as_deref() {
+        None => {
+            state
+                .store
+                .delete(&ctx.account, &r.name)
+                .map_err(|_| not_found(state, ctx, &r))?;
+            state.invoker.retire_function(&ctx.account, &r.name);
+        }
+        Some(LATEST) => {
+            return Err(ApiError::InvalidParameterValue(
+                "$LATEST version cannot be deleted without deleting the function.".into(),
+            ));
+        }
+        Some(v) if model::is_version_number(v) => {
+            if state.store.get(&ctx.account, &r.name).is_none() {
+                return Err(not_found(state, ctx, &r));
+            }
+            let n: u32 = v.parse().map_err(|_| not_found(state, ctx, &r))?;
+            state.store.delete_version(&ctx.account, &r.name, n)?;
+            state.invoker.retire_version(&ctx.account, &r.name, v);
+        }
+        Some(_) => {
+            return Err(ApiError::InvalidParameterValue(
+                "Deletion of aliases is not supported by DeleteFunction; use DeleteAlias.".into(),
+            ));
+        }
     }
-    state.store.delete(&ctx.account, &f.name)?;
-    state.invoker.retire_function(&ctx.account, &f.name);
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use super::functions::resolve;
+use super::functions::{resolve, resolve_for_invoke};
 use super::{ApiError, ApiRequest, AppState, Ctx, Resp, empty, too_large};
 use crate::invoke::{InvokeError, InvokeRequest, Invoker};
 use crate::model::{function_arn, limits};
@@ -56,7 +56,7 @@ pub async fn invoke(
     if req.body.len() > limit {
         return Err(too_large(limit, "InvokeFunction"));
     }
-    let (r, function) = resolve(state, ctx, f, req.query("Qualifier"))?;
+    let (r, function) = resolve_for_invoke(state, ctx, f, req.query("Qualifier"))?;
     let payload = if req.body.is_empty() {
         Bytes::from_static(b"{}")
     } else {

@@ -7,10 +7,13 @@
 //! place, [`error`].
 
 pub mod account;
+pub mod aliases;
+pub mod concurrency;
 pub mod error;
 pub mod functions;
 pub mod invoke;
 pub mod logs;
+pub mod versions;
 pub mod wire;
 
 use std::convert::Infallible;
@@ -41,6 +44,8 @@ pub struct AppState {
     pub url_key: Vec<u8>,
     /// Tracks background (`Event`) invocations so shutdown can wait for them.
     pub background: tokio_util_lite::TaskTracker,
+    /// Wakes the provisioned-concurrency reconciler after a configuration change.
+    pub reconcile_now: tokio::sync::Notify,
 }
 
 /// Who is calling, and about what.
@@ -255,6 +260,50 @@ async fn dispatch(state: &Arc<AppState>, ctx: &Ctx, req: ApiRequest) -> Result<R
         }
         (&Method::POST, ["2014-11-13", "functions", f, "invoke-async"]) => {
             invoke::invoke_async_legacy(state, ctx, &req, f).await
+        }
+        (&Method::POST, ["2015-03-31", "functions", f, "versions"]) => {
+            versions::publish(state, ctx, &req, f)
+        }
+        (&Method::GET, ["2015-03-31", "functions", f, "versions"]) => {
+            versions::list(state, ctx, &req, f)
+        }
+        (&Method::POST, ["2015-03-31", "functions", f, "aliases"]) => {
+            aliases::create(state, ctx, &req, f)
+        }
+        (&Method::GET, ["2015-03-31", "functions", f, "aliases"]) => {
+            aliases::list(state, ctx, &req, f)
+        }
+        (&Method::GET, ["2015-03-31", "functions", f, "aliases", a]) => {
+            aliases::get(state, ctx, f, a)
+        }
+        (&Method::PUT, ["2015-03-31", "functions", f, "aliases", a]) => {
+            aliases::update(state, ctx, &req, f, a)
+        }
+        (&Method::DELETE, ["2015-03-31", "functions", f, "aliases", a]) => {
+            aliases::delete(state, ctx, f, a)
+        }
+        (&Method::PUT, ["2017-10-31", "functions", f, "concurrency"]) => {
+            concurrency::put_reserved(state, ctx, &req, f)
+        }
+        (&Method::GET, ["2019-09-30", "functions", f, "concurrency"]) => {
+            concurrency::get_reserved(state, ctx, f)
+        }
+        (&Method::DELETE, ["2017-10-31", "functions", f, "concurrency"]) => {
+            concurrency::delete_reserved(state, ctx, f)
+        }
+        (&Method::PUT, ["2019-09-30", "functions", f, "provisioned-concurrency"]) => {
+            concurrency::put_provisioned(state, ctx, &req, f)
+        }
+        (&Method::GET, ["2019-09-30", "functions", f, "provisioned-concurrency"])
+            if req.query("List").as_deref() == Some("ALL") =>
+        {
+            concurrency::list_provisioned(state, ctx, &req, f)
+        }
+        (&Method::GET, ["2019-09-30", "functions", f, "provisioned-concurrency"]) => {
+            concurrency::get_provisioned(state, ctx, &req, f)
+        }
+        (&Method::DELETE, ["2019-09-30", "functions", f, "provisioned-concurrency"]) => {
+            concurrency::delete_provisioned(state, ctx, &req, f)
         }
         (&Method::GET, ["2016-08-19", "account-settings"]) => Ok(account::settings(state, ctx)),
         (&Method::GET, ["nimbus", "status"]) => Ok(account::status(state, ctx)),

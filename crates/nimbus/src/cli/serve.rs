@@ -98,7 +98,18 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         region: config.region.clone(),
         url_key,
         background: Default::default(),
+        reconcile_now: tokio::sync::Notify::new(),
     });
+    for e in state.store.all_entries() {
+        if e.reserved.is_some() {
+            crate::api::concurrency::apply_reserved(
+                &state,
+                &e.latest.account,
+                &e.latest.name,
+                e.reserved,
+            );
+        }
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -118,7 +129,22 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             }
         })
     };
+    // Keeps provisioned environments at their targets, replacing any that died.
+    let reconciler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let targets = crate::api::concurrency::provisioned_targets(&state);
+                state.invoker.reconcile_provisioned(targets).await;
+                tokio::select! {
+                    _ = state.reconcile_now.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        })
+    };
     api::serve(listener, state, shutdown_signal()).await;
+    reconciler.abort();
     reaper.abort();
     invoker.shutdown();
     tracing::info!("stopped");

@@ -5,8 +5,9 @@
 //! Nothing here speaks HTTP: the API layer turns requests into [`InvokeRequest`]s and
 //! [`InvokeResult`]s into responses.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,7 +22,10 @@ use crate::runtime_api::{InitEvent, Invocation, Reply, RuntimeApi};
 use crate::runtimes::{Catalog, RuntimeKind};
 use crate::sandbox::{EnvSpec, Sandbox, SandboxError};
 
+pub mod concurrency;
 pub mod usage;
+
+use concurrency::{Concurrency, Throttle};
 
 /// One invocation to run.
 pub struct InvokeRequest {
@@ -51,6 +55,9 @@ pub struct InvokeResult {
 pub enum InvokeError {
     #[error("Rate Exceeded.")]
     Throttled { reason: &'static str },
+    /// The function scales out faster than Lambda's documented rate allows.
+    #[error("Rate Exceeded.")]
+    ScalingThrottled,
     #[error("{0}")]
     Sandbox(#[from] SandboxError),
     #[error("the runtime {0} is not available on this server")]
@@ -75,17 +82,28 @@ pub struct Invoker {
     logs: LogStore,
     code_root: std::path::PathBuf,
     pools: Pools,
-    in_flight: Arc<AtomicU32>,
+    pub concurrency: Concurrency,
     pub usage: usage::Usage,
+    provisioned: Mutex<HashMap<ProvisionedKey, ProvisionedState>>,
 }
 
-/// One unit of account concurrency, given back on drop.
-struct Permit(Arc<AtomicU32>);
+/// A provisioned-concurrency configuration: function, qualifier.
+pub type ProvisionedKey = (String, String, String);
 
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+/// Where a provisioned-concurrency configuration stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProvisionedState {
+    pub allocated: u32,
+    /// Why the last initialisation failed, if it did.
+    pub failure: Option<String>,
+}
+
+/// One provisioned-concurrency configuration to keep satisfied.
+pub struct ProvisionedTarget {
+    pub key: ProvisionedKey,
+    /// The version it resolves to.
+    pub config: Arc<FunctionConfig>,
+    pub requested: u32,
 }
 
 /// The end of an invocation, before it is turned into a result.
@@ -104,14 +122,15 @@ impl Invoker {
         code_root: std::path::PathBuf,
     ) -> Self {
         Invoker {
-            config,
             catalog,
             sandbox,
             logs,
             code_root,
             pools: Pools::default(),
-            in_flight: Arc::new(AtomicU32::new(0)),
+            concurrency: Concurrency::new(config.concurrency_limit),
             usage: usage::Usage::default(),
+            provisioned: Mutex::new(HashMap::new()),
+            config,
         }
     }
 
@@ -128,24 +147,100 @@ impl Invoker {
     }
 
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
+        self.concurrency.in_flight()
     }
 
-    fn admit(&self) -> Result<Permit, InvokeError> {
-        let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let permit = Permit(self.in_flight.clone());
-        if prev >= self.config.concurrency_limit {
-            drop(permit);
-            return Err(InvokeError::Throttled {
-                reason: "ConcurrentInvocationLimitExceeded",
-            });
-        }
-        Ok(permit)
-    }
-
-    /// Destroys every idle environment of a function (it was updated or deleted).
+    /// Destroys every idle environment of a function (it was deleted).
     pub fn retire_function(&self, account: &str, name: &str) {
         drop(self.pools.retire_function(account, name));
+        if let Ok(mut p) = self.provisioned.lock() {
+            p.retain(|(a, n, _), _| !(a == account && n == name));
+        }
+    }
+
+    /// Destroys the idle environments of one version (it was updated or deleted).
+    pub fn retire_version(&self, account: &str, name: &str, version: &str) {
+        drop(self.pools.retire_version(account, name, version));
+    }
+
+    /// Keeps provisioned environments at their targets: starts missing ones (replacing any
+    /// that died), destroys surplus ones. Called periodically with the stored configurations.
+    pub async fn reconcile_provisioned(self: &Arc<Self>, targets: Vec<ProvisionedTarget>) {
+        let mut wanted: HashMap<PoolKey, usize> = HashMap::new();
+        for t in &targets {
+            let key = pool_key(&t.config);
+            *wanted.entry(key).or_default() += t.requested as usize;
+        }
+        for pool in self.pools.all() {
+            let target = wanted.get(&pool.key).copied().unwrap_or(0);
+            drop(pool.shrink_provisioned(target));
+        }
+        let mut states = HashMap::new();
+        for t in targets {
+            let pool = self.pools.get(&pool_key(&t.config));
+            let (have, starting) = pool.provisioned_count();
+            let want = wanted.get(&pool.key).copied().unwrap_or(0);
+            let missing = want.saturating_sub(have + starting);
+            let previous = self
+                .provisioned
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&t.key).cloned())
+                .unwrap_or_default();
+            // A failed configuration is retried, but not more than once per reconcile pass.
+            for _ in 0..missing {
+                pool.provisioning.fetch_add(1, Ordering::AcqRel);
+                let me = self.clone();
+                let pool = pool.clone();
+                let config = t.config.clone();
+                let key = t.key.clone();
+                tokio::spawn(async move {
+                    let r = me.start_environment(&config, "", true).await;
+                    pool.provisioning.fetch_sub(1, Ordering::AcqRel);
+                    match r {
+                        Ok(Started::Ready(mut env)) => {
+                            env.init_duration = None;
+                            env.provisioned = true;
+                            pool.add_provisioned(env);
+                        }
+                        Ok(Started::Failed { payload, .. }) => {
+                            let reason = format!(
+                                "FUNCTION_ERROR_INIT_FAILURE: {}",
+                                String::from_utf8_lossy(&payload)
+                            );
+                            me.set_provisioned_failure(&key, reason);
+                        }
+                        Err(e) => me.set_provisioned_failure(&key, e.to_string()),
+                    }
+                });
+            }
+            let (have, _) = pool.provisioned_count();
+            states.insert(
+                t.key,
+                ProvisionedState {
+                    allocated: (have.min(t.requested as usize)) as u32,
+                    failure: previous.failure.filter(|_| have < t.requested as usize),
+                },
+            );
+        }
+        if let Ok(mut m) = self.provisioned.lock() {
+            *m = states;
+        }
+    }
+
+    fn set_provisioned_failure(&self, key: &ProvisionedKey, reason: String) {
+        if let Ok(mut m) = self.provisioned.lock() {
+            m.entry(key.clone()).or_default().failure = Some(reason);
+        }
+    }
+
+    /// The state of a provisioned-concurrency configuration (as of the last reconcile).
+    pub fn provisioned_state(&self, key: &ProvisionedKey) -> ProvisionedState {
+        self.provisioned
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or_default()
     }
 
     /// Destroys every idle environment (server shutdown); busy ones end with their invocation.
@@ -160,15 +255,18 @@ impl Invoker {
 
     /// Runs one invocation to its end.
     pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResult, InvokeError> {
-        let _permit = self.admit()?;
         let f = &req.function;
-        let key = PoolKey {
-            account: f.account.clone(),
-            function: f.name.clone(),
-            version: f.version.clone(),
-            revision: f.revision_id.clone(),
-        };
-        let pool = self.pools.get(&key);
+        let counters = self.concurrency.function(&f.account, &f.name);
+        let _permit = self.concurrency.admit(&counters).map_err(|t| {
+            self.usage.record_throttle(&f.account, &f.name);
+            InvokeError::Throttled {
+                reason: match t {
+                    Throttle::Account => Throttle::Account.reason(),
+                    Throttle::Reserved => Throttle::Reserved.reason(),
+                },
+            }
+        })?;
+        let pool = self.pools.get(&pool_key(f));
         let env = loop {
             match pool.lease_idle() {
                 // An idle environment can have died (killed from outside); never hand it out.
@@ -180,8 +278,12 @@ impl Invoker {
         let env = match env {
             Some(env) => env,
             None => {
+                if !pool.try_scale(Instant::now()) {
+                    self.usage.record_throttle(&f.account, &f.name);
+                    return Err(InvokeError::ScalingThrottled);
+                }
                 pool.lease_new();
-                match self.start_environment(f, &req.request_id).await {
+                match self.start_environment(f, &req.request_id, false).await {
                     Ok(Started::Ready(env)) => env,
                     Ok(Started::Failed { env, payload }) => {
                         let result = self.fail_init(&req, env, payload).await;
@@ -308,10 +410,11 @@ impl Invoker {
         self.usage
             .record(&f.account, &f.name, elapsed, f.memory_size, function_error);
         let text = env.logs.finish(lines, req.want_log_tail).await;
-        if healthy && !env.has_exited() {
-            pool.release(env, Instant::now());
-        } else {
-            pool.discard(env);
+        match (healthy && !env.has_exited(), env.provisioned) {
+            (true, true) => pool.release_provisioned(env),
+            (true, false) => pool.release(env, Instant::now()),
+            (false, true) => pool.discard_provisioned(env),
+            (false, false) => pool.discard(env),
         }
         InvokeResult {
             payload,
@@ -367,6 +470,7 @@ impl Invoker {
         &self,
         f: &FunctionConfig,
         request_id: &str,
+        provisioned: bool,
     ) -> Result<Started, InvokeError> {
         let runtime = self
             .catalog
@@ -378,7 +482,14 @@ impl Invoker {
         let spec = EnvSpec {
             env_id: env_id.clone(),
             argv: runtime.argv.clone(),
-            env: environment_variables(f, runtime, &self.config.region, &log_group, &log_stream),
+            env: environment_variables(
+                f,
+                runtime,
+                &self.config.region,
+                &log_group,
+                &log_stream,
+                provisioned,
+            ),
             code_dir: self.code_dir(f),
             runtime_dir: runtime.runtime_dir.clone(),
             opt_dir: None,
@@ -418,6 +529,7 @@ impl Invoker {
             logs,
             init_duration: None,
             max_memory_bytes: 0,
+            provisioned: false,
             server,
         };
         let mut exit = env.exit.clone();
@@ -471,6 +583,15 @@ impl Invoker {
 
     fn code_dir(&self, f: &FunctionConfig) -> std::path::PathBuf {
         self.code_root.join(&f.code_sha256_hex)
+    }
+}
+
+fn pool_key(f: &FunctionConfig) -> PoolKey {
+    PoolKey {
+        account: f.account.clone(),
+        function: f.name.clone(),
+        version: f.version.clone(),
+        revision: f.revision_id.clone(),
     }
 }
 
@@ -562,6 +683,7 @@ pub fn environment_variables(
     region: &str,
     log_group: &str,
     log_stream: &str,
+    provisioned: bool,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         (
@@ -599,7 +721,15 @@ pub fn environment_variables(
             f.memory_size.to_string(),
         ),
         ("AWS_LAMBDA_FUNCTION_VERSION".into(), f.version.clone()),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+        (
+            "AWS_LAMBDA_INITIALIZATION_TYPE".into(),
+            if provisioned {
+                "provisioned-concurrency"
+            } else {
+                "on-demand"
+            }
+            .into(),
+        ),
         ("AWS_LAMBDA_LOG_GROUP_NAME".into(), log_group.to_string()),
         ("AWS_LAMBDA_LOG_STREAM_NAME".into(), log_stream.to_string()),
         ("LAMBDA_TASK_ROOT".into(), "/var/task".into()),

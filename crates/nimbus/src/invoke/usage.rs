@@ -11,6 +11,8 @@ pub struct Counters {
     pub invocations: u64,
     pub errors: u64,
     pub billed_ms: u64,
+    /// Invocations refused for concurrency or scaling.
+    pub throttles: u64,
     /// Megabyte-milliseconds: billed ms × memory size.
     pub mb_ms: u64,
 }
@@ -50,6 +52,14 @@ impl Usage {
         c.mb_ms += billed * u64::from(memory_mb);
     }
 
+    pub fn record_throttle(&self, account: &str, name: &str) {
+        if let Ok(mut map) = self.by_function.lock() {
+            map.entry((account.to_string(), name.to_string()))
+                .or_default()
+                .throttles += 1;
+        }
+    }
+
     pub fn get(&self, account: &str, name: &str) -> Counters {
         self.by_function
             .lock()
@@ -63,7 +73,10 @@ impl Usage {
         let Ok(map) = self.by_function.lock() else {
             return;
         };
-        let metrics: [Metric; 4] = [
+        let metrics: [Metric; 5] = [
+            ("nimbus_throttles_total", "Invocations refused (429)", |c| {
+                c.throttles as f64
+            }),
             ("nimbus_invocations_total", "Invocations run", |c| {
                 c.invocations as f64
             }),

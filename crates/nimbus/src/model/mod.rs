@@ -196,6 +196,70 @@ fn default_true() -> bool {
     true
 }
 
+impl FunctionConfig {
+    /// Whether two configurations would run the same way: everything but the identity of
+    /// the snapshot (version, revision, time). PublishVersion uses it to return the existing
+    /// version when nothing changed.
+    pub fn same_content(&self, other: &FunctionConfig) -> bool {
+        let strip = |c: &FunctionConfig| FunctionConfig {
+            version: String::new(),
+            revision_id: String::new(),
+            last_modified_ms: 0,
+            description: String::new(),
+            ..c.clone()
+        };
+        strip(self) == strip(other)
+    }
+}
+
+/// An alias: a name for a version, optionally splitting traffic with a second one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AliasConfig {
+    pub name: String,
+    pub function_version: String,
+    pub description: String,
+    /// At most one extra version and the share of invocations it gets (0.0–1.0).
+    pub additional_weights: BTreeMap<String, f64>,
+    pub revision_id: String,
+}
+
+impl AliasConfig {
+    /// Picks the version an invocation runs, given a uniform random number in [0, 1).
+    pub fn route(&self, r: f64) -> &str {
+        let mut acc = 0.0;
+        for (v, w) in &self.additional_weights {
+            acc += w;
+            if r < acc {
+                return v;
+            }
+        }
+        &self.function_version
+    }
+}
+
+/// Checks an alias name: `(?!^[0-9]+$)[a-zA-Z0-9-_]+`, 1–128 characters.
+pub fn validate_alias_name(name: &str) -> Result<(), InvalidParameter> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !name.bytes().all(|b| b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "1 validation error detected: Value '{name}' at 'name' failed to satisfy constraint: \
+             Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)"
+        )))
+    }
+}
+
+/// A qualifier is a published version number.
+pub fn is_version_number(q: &str) -> bool {
+    !q.is_empty() && q.len() <= 10 && q.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Variables a user may not set (lambda-wire.md §4.1, "R").
 pub const RESERVED_ENV: &[&str] = &[
     "_HANDLER",
@@ -380,6 +444,30 @@ mod tests {
         let mut vars = BTreeMap::new();
         vars.insert("BIG".to_string(), "v".repeat(5000));
         assert!(validate_environment(&vars).is_err());
+    }
+
+    #[test]
+    fn alias_routing_follows_the_weights() {
+        let mut w = BTreeMap::new();
+        w.insert("2".to_string(), 0.25);
+        let a = AliasConfig {
+            name: "live".into(),
+            function_version: "1".into(),
+            description: String::new(),
+            additional_weights: w,
+            revision_id: "r".into(),
+        };
+        assert_eq!(a.route(0.0), "2");
+        assert_eq!(a.route(0.2499), "2");
+        assert_eq!(a.route(0.25), "1");
+        assert_eq!(a.route(0.99), "1");
+    }
+
+    #[test]
+    fn alias_names_cannot_be_numbers() {
+        assert!(validate_alias_name("live").is_ok());
+        assert!(validate_alias_name("123").is_err());
+        assert!(validate_alias_name("$LATEST").is_err());
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Environment {
     pub init_duration: Option<Duration>,
     /// Peak memory seen so far, for when the process is gone before it can be asked.
     pub max_memory_bytes: u64,
+    /// Started ahead of time for provisioned concurrency: never reaped, used first.
+    pub provisioned: bool,
     pub server: tokio::task::JoinHandle<()>,
 }
 
@@ -62,12 +64,52 @@ struct Idle<E> {
     since: Instant,
 }
 
+/// Lambda's scale-out rate: 1,000 new execution environments per function every 10 s.
+pub const SCALE_BURST: f64 = 1000.0;
+pub const SCALE_PER_SECOND: f64 = 100.0;
+
+/// A token bucket limiting how fast new environments are created.
+#[derive(Debug)]
+pub struct ScaleLimiter {
+    tokens: f64,
+    at: Instant,
+}
+
+impl ScaleLimiter {
+    pub fn new(now: Instant) -> Self {
+        ScaleLimiter {
+            tokens: SCALE_BURST,
+            at: now,
+        }
+    }
+
+    /// Takes one creation token if there is one.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * SCALE_PER_SECOND).min(SCALE_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The environments of one function version.
 pub struct Pool<E = Environment> {
     pub key: PoolKey,
     idle: Mutex<Vec<Idle<E>>>,
+    /// Idle provisioned environments: used before on-demand ones, never reaped.
+    provisioned_idle: Mutex<Vec<E>>,
+    /// Provisioned environments in existence (idle or busy).
+    provisioned: AtomicUsize,
+    /// Provisioned environments being initialised.
+    pub provisioning: AtomicUsize,
     busy: AtomicUsize,
     retired: std::sync::atomic::AtomicBool,
+    scale: Mutex<ScaleLimiter>,
 }
 
 impl<E> Pool<E> {
@@ -75,17 +117,81 @@ impl<E> Pool<E> {
         Pool {
             key,
             idle: Mutex::new(Vec::new()),
+            provisioned_idle: Mutex::new(Vec::new()),
+            provisioned: AtomicUsize::new(0),
+            provisioning: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             retired: std::sync::atomic::AtomicBool::new(false),
+            scale: Mutex::new(ScaleLimiter::new(Instant::now())),
         }
     }
 
-    /// Takes the most recently used idle environment, counting it busy. `None`: the caller
-    /// starts a new one (and must call [`Pool::lease_new`]).
+    /// Takes an idle environment — provisioned first, then the most recently used
+    /// on-demand one — counting it busy. `None`: the caller starts a new one (after
+    /// [`Pool::try_scale`] and [`Pool::lease_new`]).
     pub fn lease_idle(&self) -> Option<E> {
-        let env = self.idle.lock().ok()?.pop()?.env;
+        let env = match self.provisioned_idle.lock().ok()?.pop() {
+            Some(env) => env,
+            None => self.idle.lock().ok()?.pop()?.env,
+        };
         self.busy.fetch_add(1, Ordering::AcqRel);
         Some(env)
+    }
+
+    /// Whether the scale-out rate allows one more environment now.
+    pub fn try_scale(&self, now: Instant) -> bool {
+        self.scale.lock().is_ok_and(|mut s| s.try_take(now))
+    }
+
+    /// Adds a freshly initialised provisioned environment.
+    pub fn add_provisioned(&self, env: E) {
+        if self.retired.load(Ordering::Acquire) {
+            return;
+        }
+        self.provisioned.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut v) = self.provisioned_idle.lock() {
+            v.push(env);
+        }
+    }
+
+    /// Returns a provisioned environment after an invocation.
+    pub fn release_provisioned(&self, env: E) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+        if self.retired.load(Ordering::Acquire) {
+            self.provisioned.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        if let Ok(mut v) = self.provisioned_idle.lock() {
+            v.push(env);
+        }
+    }
+
+    /// A provisioned environment that broke: the reconciler replaces it.
+    pub fn discard_provisioned(&self, env: E) {
+        self.provisioned.fetch_sub(1, Ordering::AcqRel);
+        self.discard(env);
+    }
+
+    /// Provisioned environments in existence and being started.
+    pub fn provisioned_count(&self) -> (usize, usize) {
+        (
+            self.provisioned.load(Ordering::Acquire),
+            self.provisioning.load(Ordering::Acquire),
+        )
+    }
+
+    /// Destroys idle provisioned environments beyond `target`; returns them.
+    pub fn shrink_provisioned(&self, target: usize) -> Vec<E> {
+        let mut out = Vec::new();
+        let Ok(mut idle) = self.provisioned_idle.lock() else {
+            return out;
+        };
+        while self.provisioned.load(Ordering::Acquire) > target {
+            let Some(env) = idle.pop() else { break };
+            self.provisioned.fetch_sub(1, Ordering::AcqRel);
+            out.push(env);
+        }
+        out
     }
 
     /// Counts a freshly started environment as busy.
@@ -134,14 +240,21 @@ impl<E> Pool<E> {
 
     fn retire(&self) -> Vec<E> {
         self.retired.store(true, Ordering::Release);
-        self.idle
+        let mut out: Vec<E> = self
+            .idle
             .lock()
             .map(|mut v| v.drain(..).map(|i| i.env).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(mut v) = self.provisioned_idle.lock() {
+            self.provisioned.fetch_sub(v.len(), Ordering::AcqRel);
+            out.extend(v.drain(..));
+        }
+        out
     }
 
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
+            + self.provisioned_idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
     pub fn busy_count(&self) -> usize {
@@ -189,6 +302,26 @@ impl<E> Pools<E> {
         p
     }
 
+    /// Retires the pools of one version of a function (it was updated or deleted).
+    pub fn retire_version(&self, account: &str, function: &str, version: &str) -> Vec<E> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<PoolKey> = pools
+            .keys()
+            .filter(|k| k.account == account && k.function == function && k.version == version)
+            .cloned()
+            .collect();
+        keys.iter()
+            .filter_map(|k| pools.remove(k))
+            .flat_map(|p| p.retire())
+            .collect()
+    }
+
+    /// Every pool (for the provisioned-concurrency reconciler).
+    pub fn all(&self) -> Vec<Arc<Pool<E>>> {
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.values().cloned().collect()
+    }
+
     /// Retires every pool of a function (update or delete): idle environments are destroyed
     /// now, busy ones when their invocation ends.
     pub fn retire_function(&self, account: &str, function: &str) -> Vec<E> {
@@ -220,7 +353,9 @@ impl<E> Pools<E> {
         for p in pools.values() {
             out.extend(p.reap(now, keep_alive));
         }
-        pools.retain(|_, p| p.idle_count() > 0 || p.busy_count() > 0);
+        pools.retain(|_, p| {
+            p.idle_count() > 0 || p.busy_count() > 0 || p.provisioned_count() != (0, 0)
+        });
         out
     }
 
@@ -291,6 +426,51 @@ mod tests {
         // A busy environment of the old revision is not kept when it comes back.
         old.release(2, t0);
         assert_eq!(old.idle_count(), 0);
+    }
+
+    #[test]
+    fn provisioned_environments_are_used_first_and_never_reaped() {
+        let pools: Pools<u32> = Pools::default();
+        let p = pools.get(&key("1"));
+        let t0 = Instant::now();
+        p.lease_new();
+        p.release(1, t0);
+        p.add_provisioned(100);
+        assert_eq!(p.lease_idle(), Some(100));
+        p.release_provisioned(100);
+        let reaped = pools.reap(t0 + Duration::from_secs(3600), Duration::from_secs(10));
+        assert_eq!(reaped, vec![1]);
+        assert_eq!(p.provisioned_count(), (1, 0));
+        assert_eq!(p.shrink_provisioned(0), vec![100]);
+        assert_eq!(p.provisioned_count(), (0, 0));
+    }
+
+    #[test]
+    fn scale_out_is_limited_to_lambdas_rate() {
+        let t0 = Instant::now();
+        let mut s = ScaleLimiter::new(t0);
+        let burst = (0..2000).filter(|_| s.try_take(t0)).count();
+        assert_eq!(burst, 1000);
+        assert!(!s.try_take(t0));
+        // 100 more per second.
+        let later = t0 + Duration::from_secs(1);
+        let more = (0..500).filter(|_| s.try_take(later)).count();
+        assert_eq!(more, 100);
+    }
+
+    #[test]
+    fn retiring_a_version_leaves_the_others() {
+        let pools: Pools<u32> = Pools::default();
+        let latest = pools.get(&key("1"));
+        let mut k1 = key("v1");
+        k1.version = "1".into();
+        let v1 = pools.get(&k1);
+        latest.lease_new();
+        latest.release(1, Instant::now());
+        v1.lease_new();
+        v1.release(2, Instant::now());
+        assert_eq!(pools.retire_version("a", "f", "$LATEST"), vec![1]);
+        assert_eq!(v1.idle_count(), 1);
     }
 
     #[test]

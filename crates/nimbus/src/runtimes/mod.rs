@@ -131,7 +131,10 @@ impl Catalog {
                     .env_clear()
                     .status();
                 if !status.is_ok_and(|s| s.success()) {
-                    tracing::warn!("could not precompile the Python bootstrap with {}", interp.display());
+                    tracing::warn!(
+                        "could not precompile the Python bootstrap with {}",
+                        interp.display()
+                    );
                 }
             }
             let interp = || {

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use hyper::http::{HeaderName, HeaderValue};
+use hyper::http::HeaderName;
 
 use super::*;
 
@@ -12,7 +12,7 @@ const BOTOCORE_NOW: &str = "20250101T120030Z";
 const INVOKE_PATH: &str = "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af/invocations";
 
 fn at(basic: &str) -> SystemTime {
-    let secs = SigningTime::parse_basic(basic)
+    let secs = SigningTime::parse(basic.as_bytes())
         .expect("a valid test time")
         .secs;
     UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).expect("after 1970"))
@@ -26,6 +26,20 @@ fn store(access_key_id: &str, secret: &str) -> KeyStore {
     }])
 }
 
+fn testing_keys() -> KeyStore {
+    store("testing", "testing")
+}
+
+fn testing_params(now: SystemTime) -> SigningParams<'static> {
+    SigningParams {
+        access_key_id: "testing",
+        secret_access_key: "testing",
+        region: "us-east-1",
+        service: "lambda",
+        now,
+    }
+}
+
 /// A request as the server sees it.
 #[derive(Clone, Debug)]
 struct Request {
@@ -37,6 +51,17 @@ struct Request {
 }
 
 impl Request {
+    fn new(method: &str, path: &str, query: &str, body: &[u8]) -> Self {
+        let (method, path, query) = (method.into(), path.into(), query.into());
+        Self {
+            method,
+            path,
+            query,
+            headers: HeaderMap::new(),
+            body: body.to_vec(),
+        }
+    }
+
     /// The AWS test suite's format: request line, `Name:value` lines, an empty line, the body.
     fn parse(text: &str) -> Self {
         let (head, body) = text
@@ -47,17 +72,32 @@ impl Request {
         let (method, rest) = request_line.split_once(' ').expect("method SP target");
         let target = rest.strip_suffix(" HTTP/1.1").expect("HTTP/1.1");
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let mut request = Self {
-            method: method.into(),
-            path: path.into(),
-            query: query.into(),
-            headers: HeaderMap::new(),
-            body: body.as_bytes().to_vec(),
-        };
+        let mut request = Self::new(method, path, query, body.as_bytes());
         for line in lines {
             let (name, value) = line.split_once(':').expect("Name:value");
             // As an HTTP parser does, strip the optional whitespace around the value.
             request.append(name, value.trim_matches([' ', '\t']));
+        }
+        request
+    }
+
+    /// A request signed by `sign_request`, as it arrives.
+    fn signed(
+        params: &SigningParams<'_>,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Self {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let added = sign_request(params, method, path, query, &headers, body);
+        let mut request = Self::new(method, path, query, body);
+        for (name, value) in headers.iter().chain(&added) {
+            request.append(name, value);
         }
         request
     }
@@ -90,18 +130,9 @@ impl Request {
     fn authorization(&self) -> &str {
         self.headers[AUTHORIZATION].to_str().expect("ASCII")
     }
-
-    /// Headers as a client hands them to `sign_request`, without any signature.
-    fn unsigned_headers(&self) -> Vec<(String, String)> {
-        self.headers
-            .iter()
-            .filter(|(name, _)| *name != AUTHORIZATION)
-            .map(|(name, value)| (name.to_string(), value.to_str().expect("ASCII").to_owned()))
-            .collect()
-    }
 }
 
-/// `(label, expected outcome, request)` for each case of testdata/aws-sigv4-test-suite.txt.
+/// `(case, expected outcome, request)` for each case of testdata/aws-sigv4-test-suite.txt.
 fn suite() -> Vec<(String, String, Request)> {
     let text = include_str!("../testdata/aws-sigv4-test-suite.txt");
     // Each request is followed by one newline, which the split (or this strip) consumes.
@@ -110,9 +141,9 @@ fn suite() -> Vec<(String, String, Request)> {
         .skip(1) // the file's comment
         .map(|case| {
             let (title, request) = case.split_once('\n').expect("a title line");
-            let (label, expected) = title.rsplit_once(' ').expect("label and expectation");
+            let (name, expected) = title.split_once(' ').expect("case and expectation");
             (
-                label.to_owned(),
+                name.to_owned(),
                 expected.to_owned(),
                 Request::parse(request),
             )
@@ -128,34 +159,16 @@ fn botocore_client() -> Request {
     Request::parse(include_str!("../testdata/botocore-client-invoke.http"))
 }
 
-fn testing_keys() -> KeyStore {
-    store("testing", "testing")
-}
-
-fn example_params(now: SystemTime) -> SigningParams<'static> {
-    SigningParams {
-        access_key_id: EXAMPLE_KEY,
-        secret_access_key: EXAMPLE_SECRET,
-        region: "us-east-1",
-        service: "service",
-        now,
-    }
-}
-
 #[test]
-fn accepts_every_aws_test_suite_request() {
+fn accepts_the_aws_test_suite() {
     let keys = store(EXAMPLE_KEY, EXAMPLE_SECRET);
     let cases = suite();
-    assert_eq!(
-        cases.len(),
-        60,
-        "header- and query-signed variants of 30 cases"
-    );
-    for (label, expected, request) in &cases {
+    assert_eq!(cases.len(), 30);
+    for (name, expected, request) in &cases {
         let outcome = request.verify(&keys, at(SUITE_TIME));
         match expected.as_str() {
-            "ok" => assert_eq!(outcome, Ok(EXAMPLE_KEY), "{label}"),
-            code => assert_eq!(outcome.map_err(|e| e.code()), Err(code), "{label}"),
+            "ok" => assert_eq!(outcome, Ok(EXAMPLE_KEY), "{name}"),
+            code => assert_eq!(outcome.map_err(|e| e.code()), Err(code), "{name}"),
         }
     }
 }
@@ -164,55 +177,65 @@ fn accepts_every_aws_test_suite_request() {
 fn signs_like_the_aws_test_suite() {
     // sign_request signs host and x-amz-* only, so compare on the cases that sign nothing else.
     let mut compared = 0;
-    for (label, expected, request) in suite() {
-        let own_selection = request.headers.contains_key(AUTHORIZATION)
-            && expected == "ok"
-            && request
-                .authorization()
-                .split("SignedHeaders=")
-                .nth(1)
-                .is_some_and(|rest| {
-                    let list = rest.split(',').next().unwrap_or_default();
-                    list.split(';')
-                        .all(|h| h == "host" || h.starts_with("x-amz-"))
-                });
-        if !own_selection {
+    for (name, expected, request) in suite() {
+        let signed_list = request
+            .authorization()
+            .split("SignedHeaders=")
+            .nth(1)
+            .unwrap_or_default();
+        let signed_list = signed_list.split(',').next().unwrap_or_default();
+        if expected != "ok"
+            || !signed_list
+                .split(';')
+                .all(|h| h == "host" || h.starts_with("x-amz-"))
+        {
             continue;
         }
-        let added = sign_request(
-            &example_params(at(SUITE_TIME)),
-            &request.method,
-            &request.path,
-            &request.query,
-            &request.unsigned_headers(),
-            &request.body,
-        );
+        let headers: Vec<(String, String)> = (request.headers.iter())
+            .filter(|(name, _)| *name != AUTHORIZATION)
+            .map(|(name, value)| (name.to_string(), value.to_str().expect("ASCII").to_owned()))
+            .collect();
+        let params = SigningParams {
+            access_key_id: EXAMPLE_KEY,
+            secret_access_key: EXAMPLE_SECRET,
+            region: "us-east-1",
+            service: "service",
+            now: at(SUITE_TIME),
+        };
+        let (method, path, query) = (&request.method, &request.path, &request.query);
+        let added = sign_request(&params, method, path, query, &headers, &request.body);
         assert_eq!(
             added[0],
             ("x-amz-date".to_owned(), SUITE_TIME.to_owned()),
-            "{label}"
+            "{name}"
         );
-        assert_eq!(added[1].0, "authorization", "{label}");
-        assert_eq!(added[1].1, request.authorization(), "{label}");
+        assert_eq!(
+            added[1],
+            (
+                "authorization".to_owned(),
+                request.authorization().to_owned()
+            ),
+            "{name}"
+        );
         compared += 1;
     }
     assert_eq!(
         compared, 20,
-        "the 27 valid header-signed cases less the 7 that sign other headers"
+        "the 27 valid cases less the 7 that sign other headers"
     );
 }
 
 #[test]
 fn published_get_vanilla_signature() {
+    let params = SigningParams {
+        access_key_id: EXAMPLE_KEY,
+        secret_access_key: EXAMPLE_SECRET,
+        region: "us-east-1",
+        service: "service",
+        now: at(SUITE_TIME),
+    };
     let headers = [("Host".to_owned(), "example.amazonaws.com".to_owned())];
-    let added = sign_request(
-        &example_params(at(SUITE_TIME)),
-        "GET",
-        "/",
-        "",
-        &headers,
-        b"",
-    );
+    let added = sign_request(&params, "GET", "/", "", &headers, b"");
     assert_eq!(
         added[1].1,
         "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
@@ -222,45 +245,22 @@ fn published_get_vanilla_signature() {
 }
 
 #[test]
-fn accepts_an_http_date_header_as_the_2011_test_suite_signs_it() {
-    // The original aws4_testsuite (2011) dated requests with `Date` alone. Published values.
-    let keys = store(EXAMPLE_KEY, EXAMPLE_SECRET);
-    for (method, signature) in [
-        (
-            "GET",
-            "b27ccfbfa7df52a200ff74193ca6e32d4b48b8856fab7ebf1c595d0670a7e470",
-        ),
-        (
-            "POST",
-            "22902d79e148b64e7571c3565769328423fe276eae4b26f83afceda9e767f726",
-        ),
-    ] {
-        let request = Request::parse(&format!(
-            "{method} / HTTP/1.1\nDate:Mon, 09 Sep 2011 23:36:00 GMT\nHost:host.foo.com\n\
-             Authorization:AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20110909/us-east-1/host/aws4_request, \
-             SignedHeaders=date;host, Signature={signature}\n\n"
-        ));
-        assert!(
-            request.verify(&keys, at("20110909T233900Z")).is_ok(),
-            "{method}"
-        );
-    }
-}
-
-#[test]
 fn accepts_requests_botocore_signed() {
     let keys = testing_keys();
     for request in [botocore_sigv4auth(), botocore_client()] {
-        assert_eq!(request.method, "POST");
-        assert_eq!(request.path, INVOKE_PATH);
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", INVOKE_PATH)
+        );
         assert_eq!(request.query, "Qualifier=%24LATEST");
         assert_eq!(request.verify(&keys, at(BOTOCORE_NOW)), Ok("testing"));
+        let (headers, body) = (&request.headers, &request.body);
         let credentials = verify(
             "POST",
             INVOKE_PATH,
-            "Qualifier=%24LATEST",
-            &request.headers,
-            &request.body,
+            &request.query,
+            headers,
+            body,
             &keys,
             at(BOTOCORE_NOW),
         );
@@ -272,7 +272,7 @@ fn accepts_requests_botocore_signed() {
 }
 
 #[test]
-fn rejects_a_changed_body_header_or_secret() {
+fn rejects_a_changed_body_header_path_query_or_secret() {
     let keys = testing_keys();
     let now = at(BOTOCORE_NOW);
     for original in [botocore_sigv4auth(), botocore_client()] {
@@ -307,9 +307,17 @@ fn rejects_a_changed_body_header_or_secret() {
             Err(AuthError::SignatureMismatch)
         );
 
+        let error = original
+            .verify(&store("testing", "testinG"), now)
+            .unwrap_err();
         assert_eq!(
-            original.verify(&store("testing", "testinG"), now),
-            Err(AuthError::SignatureMismatch)
+            (error.code(), error.status()),
+            ("InvalidSignatureException", 403)
+        );
+        assert_eq!(
+            error.to_string(),
+            "The request signature we calculated does not match the signature you provided. Check your \
+             AWS Secret Access Key and signing method. Consult the service documentation for details."
         );
     }
 }
@@ -325,7 +333,7 @@ fn ignores_headers_the_client_did_not_sign() {
 
 #[test]
 fn rejects_unknown_keys_and_session_tokens() {
-    let request = botocore_client();
+    let mut request = botocore_client();
     let error = request
         .verify(&store("someone-else", "testing"), at(BOTOCORE_NOW))
         .unwrap_err();
@@ -339,7 +347,6 @@ fn rejects_unknown_keys_and_session_tokens() {
         "The security token included in the request is invalid."
     );
 
-    let mut request = request;
     request.set(
         "x-amz-security-token",
         "FwoGZXIvYXdzEJr//////////wEaDOEXAMPLE",
@@ -377,43 +384,23 @@ fn enforces_five_minutes_of_clock_skew() {
         early.to_string(),
         "Signature not yet current: 20250101T120000Z is still later than 20250101T115900Z (20250101T115400Z + 5 min.)"
     );
-}
 
-#[test]
-fn expired_message_is_worded_as_aws_words_it() {
-    let mut request = Request::parse(
-        "GET / HTTP/1.1
-Host:h
-X-Amz-Date:20250101T120000Z
-
-",
-    );
-    let added = sign_request(
+    // The example the brief quotes, from a request signed at 12:00 and seen at 12:15.
+    let request = Request::signed(
         &testing_params(at("20250101T120000Z")),
         "GET",
         "/",
         "",
-        &request.unsigned_headers(),
+        &[("host", "h")],
         b"",
     );
-    request.set("authorization", &added[1].1);
-    let error = request
-        .verify(&testing_keys(), at("20250101T121500Z"))
-        .unwrap_err();
     assert_eq!(
-        error.to_string(),
+        request
+            .verify(&keys, at("20250101T121500Z"))
+            .unwrap_err()
+            .to_string(),
         "Signature expired: 20250101T120000Z is now earlier than 20250101T121000Z (20250101T121500Z - 5 min.)"
     );
-}
-
-fn testing_params(now: SystemTime) -> SigningParams<'static> {
-    SigningParams {
-        access_key_id: "testing",
-        secret_access_key: "testing",
-        region: "us-east-1",
-        service: "lambda",
-        now,
-    }
 }
 
 #[test]
@@ -435,6 +422,29 @@ fn rejects_a_credential_scope_dated_another_day() {
 }
 
 #[test]
+fn falls_back_to_the_date_header() {
+    // botocore signed x-amz-date, so the signature cannot match; but the time must have been
+    // read from Date: a mismatch rather than a missing date, and an expiry when it is old.
+    let mut request = botocore_client();
+    request.headers.remove("x-amz-date");
+    request.set("date", "20250101T120000Z");
+    assert_eq!(
+        request.verify(&testing_keys(), at(BOTOCORE_NOW)),
+        Err(AuthError::SignatureMismatch)
+    );
+    request.set("date", "20250101T110000Z");
+    let error = request
+        .verify(&testing_keys(), at(BOTOCORE_NOW))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("Signature expired: 20250101T110000Z"),
+        "{error}"
+    );
+}
+
+#[test]
 fn missing_authorization() {
     let mut request = botocore_client();
     request.headers.remove(AUTHORIZATION);
@@ -450,19 +460,32 @@ fn missing_authorization() {
 }
 
 #[test]
+fn presigned_urls_are_not_accepted() {
+    // aws-c-auth's get-vanilla/query-signed-request.txt: valid, but signed in the query.
+    let request = Request::parse(
+        "GET /?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20150830%2Fus-east-1%2F\
+         service%2Faws4_request&X-Amz-Date=20150830T123600Z&X-Amz-SignedHeaders=host&X-Amz-Expires=3600&\
+         X-Amz-Signature=e93c787ed7f371d5c6b165c1b38ede9550f4dce4144713e844b25b7192d3865d HTTP/1.1\n\
+         Host:example.amazonaws.com\n\n",
+    );
+    let keys = store(EXAMPLE_KEY, EXAMPLE_SECRET);
+    assert_eq!(
+        request.verify(&keys, at(SUITE_TIME)),
+        Err(AuthError::MissingAuthenticationToken)
+    );
+}
+
+#[test]
 fn malformed_authorization_is_an_incomplete_signature() {
     let original = botocore_client();
     let good = original.authorization().to_owned();
-    let cases: Vec<(String, &str)> = vec![
-        (
-            "Bearer abc".into(),
-            "Authorization header requires 'Credential' parameter. Authorization header requires \
-             'Signature' parameter. Authorization header requires 'SignedHeaders' parameter.",
-        ),
+    let all_missing = "Authorization header requires 'Credential' parameter. Authorization header \
+                       requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter.";
+    let cases = [
+        ("Bearer abc".to_owned(), all_missing),
         (
             good.replace("AWS4-HMAC-SHA256 ", "AWS4-HMAC-SHA512 "),
-            "Authorization header requires 'Credential' parameter. Authorization header requires \
-             'Signature' parameter. Authorization header requires 'SignedHeaders' parameter.",
+            all_missing,
         ),
         (
             good.split(", Signature=")
@@ -477,12 +500,14 @@ fn malformed_authorization_is_an_incomplete_signature() {
              keyid/date/region/service/term, got 'testing/20250101/us-east-1/aws4_request'",
         ),
         (
-            good.replace(
-                "testing/20250101/us-east-1/lambda/aws4_request",
-                "/20250101/us-east-1/lambda/aws4_request",
-            ),
+            good.replace("Credential=testing/", "Credential=/"),
             "Credential must have exactly 5 slash-delimited elements, e.g. \
              keyid/date/region/service/term, got '/20250101/us-east-1/lambda/aws4_request'",
+        ),
+        (
+            good.replace("Credential=testing/", "Credential=a/b/"),
+            "Credential must have exactly 5 slash-delimited elements, e.g. \
+             keyid/date/region/service/term, got 'a/b/20250101/us-east-1/lambda/aws4_request'",
         ),
         (
             good.replace("aws4_request", "aws5_request"),
@@ -515,13 +540,10 @@ fn malformed_authorization_is_an_incomplete_signature() {
         AUTHORIZATION,
         HeaderValue::from_bytes(b"AWS4-HMAC-SHA256 \xff").unwrap(),
     );
-    assert_eq!(
-        request
-            .verify(&testing_keys(), at(BOTOCORE_NOW))
-            .unwrap_err()
-            .code(),
-        "IncompleteSignatureException"
-    );
+    let error = request
+        .verify(&testing_keys(), at(BOTOCORE_NOW))
+        .unwrap_err();
+    assert_eq!(error.code(), "IncompleteSignatureException");
 
     let mut request = original.clone();
     request.set("x-amz-date", "2025-01-01T12:00:00Z");
@@ -544,9 +566,9 @@ fn malformed_authorization_is_an_incomplete_signature() {
     );
 
     // A well-formed but wrong signature is a mismatch, whatever its length.
-    for signature in ["0", &"0".repeat(64), &"0".repeat(65)] {
+    let (head, _) = good.split_once("Signature=").unwrap();
+    for signature in ["0".to_owned(), "0".repeat(64), "0".repeat(65)] {
         let mut request = original.clone();
-        let (head, _) = good.split_once("Signature=").unwrap();
         request.set("authorization", &format!("{head}Signature={signature}"));
         assert_eq!(
             request.verify(&testing_keys(), at(BOTOCORE_NOW)),
@@ -627,22 +649,16 @@ fn round_trips_through_sign_request() {
         ),
     ];
     for (method, path, query, extra, body) in cases {
-        let mut headers = vec![("Host".to_owned(), "127.0.0.1:9000".to_owned())];
-        headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
-        let added = sign_request(&params, method, path, query, &headers, body);
-        let mut request = Request {
-            method: method.into(),
-            path: path.into(),
-            query: query.into(),
-            headers: HeaderMap::new(),
-            body: body.to_vec(),
-        };
-        for (name, value) in headers.iter().chain(&added) {
-            request.append(name, value);
-        }
+        let headers: Vec<_> = [("Host", "127.0.0.1:9000")]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        let mut request = Request::signed(&params, method, path, query, &headers, body);
         let label = format!("{method} {path}?{query}");
-        assert!(
-            request.verify(&keys, at("20250301T000400Z")).is_ok(),
+        assert_eq!(
+            request.verify(&keys, at("20250301T000400Z")),
+            Ok("AKIAROUNDTRIP"),
             "{label}"
         );
         request.body.push(b'!');
@@ -658,32 +674,19 @@ fn round_trips_through_sign_request() {
 fn x_amz_content_sha256_is_signed_verbatim_and_checked() {
     let keys = testing_keys();
     let now = at("20250101T120000Z");
-    let sign = |claimed: &str, body: &[u8]| {
-        let headers = vec![
-            ("host".to_owned(), "h".to_owned()),
-            ("x-amz-content-sha256".to_owned(), claimed.to_owned()),
-        ];
-        let mut request = Request {
-            method: "POST".into(),
-            path: "/".into(),
-            query: String::new(),
-            headers: HeaderMap::new(),
-            body: body.to_vec(),
-        };
-        for (name, value) in headers.iter().chain(&sign_request(
-            &testing_params(now),
+    let params = testing_params(now);
+    let sign = |claimed: &str| {
+        Request::signed(
+            &params,
             "POST",
             "/",
             "",
-            &headers,
-            body,
-        )) {
-            request.append(name, value);
-        }
-        request
+            &[("host", "h"), ("x-amz-content-sha256", claimed)],
+            b"one",
+        )
     };
 
-    let mut unsigned = sign("UNSIGNED-PAYLOAD", b"one");
+    let mut unsigned = sign("UNSIGNED-PAYLOAD");
     assert!(unsigned.verify(&keys, now).is_ok());
     unsigned.body = b"two".to_vec();
     assert!(
@@ -691,78 +694,14 @@ fn x_amz_content_sha256_is_signed_verbatim_and_checked() {
         "UNSIGNED-PAYLOAD leaves the body unauthenticated"
     );
 
-    let hash = String::from_utf8(hex32(&Sha256::digest(b"one")).to_vec()).unwrap();
-    let mut hashed = sign(&hash, b"one");
+    let mut hashed = sign(std::str::from_utf8(&hex32(&Sha256::digest(b"one"))).unwrap());
     assert!(hashed.verify(&keys, now).is_ok());
     hashed.body = b"two".to_vec();
     let error = hashed.verify(&keys, now).unwrap_err();
+    assert_eq!(error.code(), "InvalidSignatureException");
     assert_eq!(
-        (error, error_code(&hashed, &keys, now)),
-        (AuthError::PayloadHashMismatch, "InvalidSignatureException")
-    );
-}
-
-fn error_code(request: &Request, keys: &KeyStore, now: SystemTime) -> &'static str {
-    request
-        .verify(keys, now)
-        .map_or_else(|e| e.code(), |_| "ok")
-}
-
-#[test]
-fn presigned_urls_expire() {
-    let keys = store(EXAMPLE_KEY, EXAMPLE_SECRET);
-    let (_, _, request) = suite()
-        .into_iter()
-        .find(|(label, _, _)| label == "get-vanilla query")
-        .expect("the case");
-    assert!(
-        request.verify(&keys, at("20150830T133600Z")).is_ok(),
-        "at the end of its hour"
-    );
-    assert_eq!(
-        request
-            .verify(&keys, at("20150830T133601Z"))
-            .unwrap_err()
-            .to_string(),
-        "Signature expired: 20150830T123600Z is now earlier than 20150830T123601Z (20150830T133601Z - 3600 sec.)"
-    );
-    assert_eq!(
-        error_code(&request, &keys, at("20150830T123000Z")),
-        "InvalidSignatureException"
-    );
-
-    let mut tampered = request.clone();
-    tampered.query = tampered
-        .query
-        .replace("X-Amz-Signature=e", "X-Amz-Signature=f");
-    assert_eq!(
-        tampered.verify(&keys, at(SUITE_TIME)),
-        Err(AuthError::SignatureMismatch)
-    );
-
-    for (from, to) in [
-        ("X-Amz-Expires=3600", "X-Amz-Expires=0"),
-        ("X-Amz-Expires=3600", "X-Amz-Expires=604801"),
-    ] {
-        let mut bad = request.clone();
-        bad.query = bad.query.replace(from, to);
-        assert_eq!(
-            bad.verify(&keys, at(SUITE_TIME)),
-            Err(incomplete(
-                "X-Amz-Expires must be less than a week (in seconds) that is 604800"
-            )),
-        );
-    }
-    let mut partial = request.clone();
-    partial.query = partial
-        .query
-        .split("&X-Amz-Signature")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(
-        partial.verify(&keys, at(SUITE_TIME)),
-        Err(incomplete(PRESIGNED_PARAMS_MESSAGE))
+        error.to_string(),
+        "The provided 'x-amz-content-sha256' header does not match what was computed."
     );
 }
 
@@ -772,10 +711,6 @@ fn caches_signing_keys_only_for_requests_that_verified() {
     let request = botocore_client();
     let cache_key = "testing/20250101/us-east-1/lambda";
 
-    assert_eq!(
-        request.verify(&store("testing", "wrong"), at(BOTOCORE_NOW)),
-        Err(AuthError::SignatureMismatch)
-    );
     let mut tampered = request.clone();
     tampered.body.push(b' ');
     assert!(tampered.verify(&keys, at(BOTOCORE_NOW)).is_err());
@@ -788,78 +723,61 @@ fn caches_signing_keys_only_for_requests_that_verified() {
     );
 
     // The cached key, not a fresh derivation, signs the next request: poison it and see.
-    keys.remember_signing_mac(
-        cache_key,
-        derive_signing_mac("other", "20250101", "us-east-1", "lambda"),
-    );
+    let poisoned = signing_mac("other", "20250101/us-east-1/lambda/aws4_request");
+    keys.clone()
+        .signing_keys()
+        .insert(cache_key.into(), poisoned);
     assert_eq!(
         request.verify(&keys, at(BOTOCORE_NOW)),
         Err(AuthError::SignatureMismatch)
     );
-    // Clones share the cache.
-    assert_eq!(keys.clone().signing_keys().len(), 1);
 }
 
 #[test]
 fn signing_key_cache_is_bounded() {
     let keys = testing_keys();
+    let now = at("20250101T120000Z");
     for i in 0..(MAX_CACHED_SIGNING_KEYS + 10) {
         let region = format!("region-{i}");
         let params = SigningParams {
             region: &region,
-            ..testing_params(at("20250101T120000Z"))
+            ..testing_params(now)
         };
-        let headers = vec![("host".to_owned(), "h".to_owned())];
-        let mut request = Request {
-            method: "GET".into(),
-            path: "/".into(),
-            query: String::new(),
-            headers: HeaderMap::new(),
-            body: Vec::new(),
-        };
-        for (name, value) in headers
-            .iter()
-            .chain(&sign_request(&params, "GET", "/", "", &headers, b""))
-        {
-            request.append(name, value);
-        }
-        assert!(request.verify(&keys, at("20250101T120000Z")).is_ok());
+        let request = Request::signed(&params, "GET", "/", "", &[("host", "h")], b"");
+        assert!(request.verify(&keys, now).is_ok());
         assert!(keys.signing_keys().len() <= MAX_CACHED_SIGNING_KEYS);
     }
 }
 
 #[test]
 fn mangled_requests_never_panic() {
-    // xorshift, so failures reproduce.
+    // xorshift, so that failures reproduce.
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move |bound: usize| {
+    let mut next = move |bound: u64| {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        usize::try_from(state % bound as u64).unwrap_or(0)
+        usize::try_from(state % bound).unwrap_or(0)
     };
-    const ALPHABET: [&str; 16] = [
+    const PIECES: [&str; 16] = [
         "", "/", "%", "%4", "=", "&", ",", ";", " ", ".", "..", "ሴ", "Z", "0", "T", "\u{7f}",
     ];
-    let keys = testing_keys();
-    let original = botocore_client();
-    let mutate = |s: &str, at_char: usize, with: &str| -> String {
+    let mutate = |s: &str, position: usize, with: &str| -> String {
         let mut chars: Vec<char> = s.chars().collect();
-        let i = at_char % (chars.len() + 1);
+        let i = position % (chars.len() + 1);
         if i < chars.len() {
             chars.remove(i);
         }
-        let mut out: String = chars.iter().collect();
-        let byte_index = out.char_indices().nth(i).map_or(out.len(), |(b, _)| b);
-        out.insert_str(byte_index, with);
-        out
+        chars.splice(i..i, with.chars());
+        chars.into_iter().collect()
     };
+    let keys = testing_keys();
+    let original = botocore_client();
     let mut rejected = 0;
     for _ in 0..20_000 {
         let mut request = original.clone();
         for _ in 0..=next(3) {
-            let with = ALPHABET[next(ALPHABET.len())];
-            let position = next(200);
+            let (with, position) = (PIECES[next(16)], next(200));
             match next(4) {
                 0 => request.path = mutate(&request.path, position, with),
                 1 => request.query = mutate(&request.query, position, with),
@@ -869,11 +787,8 @@ fn mangled_requests_never_panic() {
                     } else {
                         "x-amz-date"
                     };
-                    let value = request.headers[name]
-                        .to_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if let Ok(value) = HeaderValue::from_str(&mutate(&value, position, with)) {
+                    let value = request.headers[name].to_str().unwrap_or_default();
+                    if let Ok(value) = HeaderValue::from_str(&mutate(value, position, with)) {
                         request.headers.insert(name, value);
                     }
                 }
@@ -890,7 +805,7 @@ fn mangled_requests_never_panic() {
 #[test]
 fn signing_time_round_trips_through_the_calendar() {
     assert_eq!(
-        SigningTime::parse_basic(SUITE_TIME).map(|t| t.secs),
+        SigningTime::parse(SUITE_TIME.as_bytes()).map(|t| t.secs),
         Some(1_440_938_160)
     );
     assert_eq!(
@@ -902,7 +817,7 @@ fn signing_time_round_trips_through_the_calendar() {
         let secs = days * 86_400 + 45_296;
         let time = SigningTime::from_unix(secs);
         assert_eq!(
-            SigningTime::parse_basic(time.as_str()).map(|t| t.secs),
+            SigningTime::parse(&time.text).map(|t| t.secs),
             Some(secs),
             "{}",
             time.as_str()
@@ -915,42 +830,33 @@ fn signing_time_round_trips_through_the_calendar() {
         "20150830T243600Z",
         "20150830 123600Z",
     ] {
-        assert!(SigningTime::parse_basic(bad).is_none(), "{bad}");
+        assert!(SigningTime::parse(bad.as_bytes()).is_none(), "{bad}");
     }
-    assert!(SigningTime::parse_http_date("Mon, 09 Sep 2011 23:36:00 GMT").is_some());
-    assert!(SigningTime::parse_http_date("Mon, 09 Spt 2011 23:36:00 GMT").is_none());
 }
 
 #[test]
 fn secrets_stay_out_of_debug_output() {
-    let keys = testing_keys();
-    let debug = format!("{keys:?} {:?}", keys.get("testing"));
+    let keys = store(EXAMPLE_KEY, EXAMPLE_SECRET);
+    let debug = format!("{keys:?} {:?}", keys.get(EXAMPLE_KEY));
     assert!(
-        debug.contains("testing") && debug.contains("<redacted>"),
+        debug.contains(EXAMPLE_KEY) && debug.contains("<redacted>"),
         "{debug}"
     );
-    let secret_keys = store("AKIDEXAMPLE", EXAMPLE_SECRET);
-    assert!(
-        !format!("{secret_keys:?} {:?}", secret_keys.get("AKIDEXAMPLE")).contains(EXAMPLE_SECRET)
-    );
+    assert!(!debug.contains(EXAMPLE_SECRET), "{debug}");
 }
 
 /// `cargo test --release -p nimbus --lib auth::sigv4::tests::verify_cost -- --ignored --nocapture`
 #[test]
 #[ignore = "timing, not a check"]
 fn verify_cost() {
-    let keys = testing_keys();
     let now = at("20250101T120000Z");
     let body = vec![b'x'; 1024];
-    let headers = vec![
-        ("host".to_owned(), "localhost:9000".to_owned()),
-        (
-            "x-amz-invocation-type".to_owned(),
-            "RequestResponse".to_owned(),
-        ),
-        ("x-amz-log-type".to_owned(), "None".to_owned()),
+    let headers = [
+        ("host", "localhost:9000"),
+        ("x-amz-invocation-type", "RequestResponse"),
+        ("x-amz-log-type", "None"),
     ];
-    let added = sign_request(
+    let mut request = Request::signed(
         &testing_params(now),
         "POST",
         INVOKE_PATH,
@@ -958,58 +864,28 @@ fn verify_cost() {
         &headers,
         &body,
     );
-    let mut map = HeaderMap::new();
-    for (name, value) in headers.iter().chain(&added) {
-        map.append(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    map.append(
-        "user-agent",
-        HeaderValue::from_static("Botocore/1.43.11 ua/2.1 os/linux"),
-    );
-    map.append("content-length", HeaderValue::from_static("1024"));
-    let run = |iterations: u32, keys: &dyn Fn() -> KeyStore| {
-        let keys = keys();
+    request.append("user-agent", "Botocore/1.43.11 ua/2.1 os/linux");
+    request.append("content-length", "1024");
+    let time = |iterations: u32, keys: &dyn Fn() -> KeyStore| {
         let start = Instant::now();
         for _ in 0..iterations {
-            let result = verify(
-                "POST",
-                INVOKE_PATH,
-                "Qualifier=%24LATEST",
-                &map,
-                &body,
-                &keys,
-                now,
-            );
+            let keys = keys();
+            let (path, query, headers) = (&request.path, &request.query, &request.headers);
+            let result = verify("POST", path, query, headers, &body, &keys, now);
             assert!(std::hint::black_box(result).is_ok());
         }
         start.elapsed() / iterations
     };
-    run(10_000, &|| keys.clone());
-    let warm = run(200_000, &|| keys.clone());
+    let shared = testing_keys();
+    time(10_000, &|| shared.clone());
+    let warm = time(200_000, &|| shared.clone());
+    let cold = time(20_000, &testing_keys);
     let start = Instant::now();
     for _ in 0..200_000 {
         std::hint::black_box(Sha256::digest(std::hint::black_box(&body)));
     }
     let body_hash = start.elapsed() / 200_000;
-    let start = Instant::now();
-    for _ in 0..20_000 {
-        let fresh = testing_keys();
-        let result = verify(
-            "POST",
-            INVOKE_PATH,
-            "Qualifier=%24LATEST",
-            &map,
-            &body,
-            &fresh,
-            now,
-        );
-        assert!(std::hint::black_box(result).is_ok());
-    }
-    let cold = start.elapsed() / 20_000;
-    println!("verify, 1 KiB body, cached signing key: {warm:?}");
-    println!("verify, 1 KiB body, key derived (new KeyStore each time): {cold:?}");
-    println!("of which SHA-256 of the 1 KiB body alone: {body_hash:?}");
+    println!("verify, 1 KiB body, signing key cached: {warm:?}");
+    println!("verify, 1 KiB body, signing key derived (new KeyStore each time): {cold:?}");
+    println!("SHA-256 of the 1 KiB body alone: {body_hash:?}");
 }
