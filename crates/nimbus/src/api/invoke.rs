@@ -167,7 +167,7 @@ fn spawn_event(state: &Arc<AppState>, request: InvokeRequest) {
     });
 }
 
-async fn run_event(invoker: &Invoker, request: InvokeRequest) {
+async fn run_event(invoker: &Arc<Invoker>, request: InvokeRequest) {
     let started = tokio::time::Instant::now();
     let mut attempt = 0usize;
     let mut backoff = Duration::from_secs(1);

@@ -253,8 +253,17 @@ impl Invoker {
         drop(self.pools.reap(Instant::now(), self.config.keep_alive));
     }
 
-    /// Runs one invocation to its end.
-    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResult, InvokeError> {
+    /// Runs one invocation to its end — in its own task, so a caller that goes away (a
+    /// client that disconnects) cannot abandon a leased environment halfway, and a panic
+    /// stays inside that task.
+    pub async fn invoke(self: &Arc<Self>, req: InvokeRequest) -> Result<InvokeResult, InvokeError> {
+        let me = self.clone();
+        tokio::spawn(async move { me.invoke_to_end(req).await })
+            .await
+            .map_err(|e| InvokeError::Internal(format!("invocation task failed: {e}")))?
+    }
+
+    async fn invoke_to_end(&self, req: InvokeRequest) -> Result<InvokeResult, InvokeError> {
         let f = &req.function;
         let counters = self.concurrency.function(&f.account, &f.name);
         let _permit = self.concurrency.admit(&counters).map_err(|t| {
