@@ -365,6 +365,7 @@ impl Invoker {
                 (body, content_type, false, None, true)
             }
             Outcome::Reply(Reply::Error { body, .. }) => (body, None, true, None, true),
+            // The runtime's connection was cut mid-body: the environment is not reused.
             Outcome::Reply(Reply::TooLarge { size }) => (
                 error_json(
                     "Function.ResponseSizeTooLarge",
@@ -376,7 +377,7 @@ impl Invoker {
                 None,
                 true,
                 None,
-                true,
+                false,
             ),
             Outcome::Timeout => (
                 error_json(

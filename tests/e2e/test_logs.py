@@ -1,0 +1,190 @@
+"""Function logs: Lambda's exact START / END / REPORT lines, one stream per environment,
+the CloudWatch Logs API subset, and durability across a restart."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+from helpers import (
+    END_RE, LOG_STREAM_RE, REPORT_RE, START_RE, report_line_for, strip_line, wait_until,
+)
+
+# Platform-written lines are tested with the official Rust client (tests/functions/rust-function),
+# so they do not depend on the managed-runtime bootstraps.
+PLATFORM_RUNTIME = "provided.al2023"
+
+
+def invoke_and_get_stream(server, name, payload):
+    """Invokes, returns (request id, log stream name, the stream's messages up to REPORT)."""
+    inv = server.invoke(name, payload, LogType="Tail")
+    assert inv.function_error is None or "error" in payload, inv.payload
+    rid = re.search(r"START RequestId: (\S+)", inv.log_tail).group(1)
+    msgs = server.wait_log(name, lambda ms: report_line_for(ms, rid) is not None)
+    streams = server.logs.describe_log_streams(logGroupName=f"/aws/lambda/{name}")["logStreams"]
+    assert streams, "no log stream"
+    stream = None
+    for s in streams:
+        events = server.log_events(name, s["logStreamName"])
+        if any(e["message"].startswith(f"START RequestId: {rid}") for e in events):
+            stream = s["logStreamName"]
+            msgs = [e["message"] for e in events]
+    assert stream, f"no stream holds the START line of {rid}"
+    return rid, stream, msgs
+
+
+def lines_of(msgs, rid):
+    """The messages from this request's START through its REPORT."""
+    start = next(i for i, m in enumerate(msgs) if m.startswith(f"START RequestId: {rid}"))
+    end = next(i for i, m in enumerate(msgs) if m.startswith(f"REPORT RequestId: {rid}"))
+    return msgs[start:end + 1]
+
+
+def test_start_end_report_lines_have_lambdas_exact_format(server):
+    name = server.create_function("logfmt", PLATFORM_RUNTIME)
+    rid, stream, msgs = invoke_and_get_stream(server, name, {"print": "hello from the function"})
+    assert re.fullmatch(LOG_STREAM_RE, stream), stream
+    lines = lines_of(msgs, rid)
+
+    start = START_RE.match(lines[0])
+    assert start, repr(lines[0])
+    assert start["id"] == rid and start["version"] == "$LATEST"
+
+    end = END_RE.match(lines[-2])
+    assert end and end["id"] == rid, repr(lines[-2])
+
+    report = REPORT_RE.match(lines[-1])
+    assert report, repr(lines[-1])
+    assert report["id"] == rid
+    assert report["memory"] == "128"
+
+    assert "hello from the function" in [strip_line(m) for m in lines[1:-2]]
+
+
+def test_function_stdout_and_stderr_lines_are_between_start_and_end(server, basic_functions,
+                                                                    runtime):
+    name = basic_functions(runtime)
+    out_lines = [f"stdout line {i} {time.time_ns()}" for i in range(3)]
+    payload = {"print": out_lines}
+    if runtime != "provided.al2023":
+        payload["stderr"] = f"stderr line {time.time_ns()}"
+    rid, _, msgs = invoke_and_get_stream(server, name, payload)
+    body = [strip_line(m) for m in lines_of(msgs, rid)[1:-2]]
+
+    def position(line):
+        # Node's console methods prefix "<time>\t<request id>\tINFO\t", as on Lambda
+        hits = [i for i, b in enumerate(body) if b == line or b.endswith("\t" + line)]
+        assert hits, (line, body)
+        return hits[0]
+
+    positions = [position(line) for line in out_lines]
+    assert positions == sorted(positions), "lines keep their order"
+    if "stderr" in payload:
+        position(payload["stderr"])
+
+
+def test_init_duration_only_on_the_first_invoke_of_an_environment(server):
+    name = server.create_function("initdur", PLATFORM_RUNTIME)
+    rid1, stream1, _ = invoke_and_get_stream(server, name, {"echo": 1})
+    rid2, stream2, msgs = invoke_and_get_stream(server, name, {"echo": 2})
+    assert stream1 == stream2, "the second invoke reuses the warm environment"
+    first = REPORT_RE.match(report_line_for(msgs, rid1))
+    second = REPORT_RE.match(report_line_for(msgs, rid2))
+    assert first and second
+    assert first["init"] is not None, "cold start must report Init Duration"
+    assert float(first["init"]) > 0
+    assert second["init"] is None, "warm invoke must not report Init Duration"
+
+
+def test_billed_duration_is_the_ceiling_of_duration(server):
+    name = server.create_function("billing", PLATFORM_RUNTIME)
+    reports = []
+    for payload in ({"echo": 1}, {"sleep_ms": 120}, {"sleep_ms": 7}, {"echo": 2}):
+        rid, _, msgs = invoke_and_get_stream(server, name, payload)
+        reports.append((payload, REPORT_RE.match(report_line_for(msgs, rid))))
+    for payload, m in reports:
+        duration = Decimal(m["duration"])
+        assert int(m["billed"]) == math.ceil(duration), m.group(0)
+        if "sleep_ms" in payload:
+            assert duration >= payload["sleep_ms"], m.group(0)
+            assert duration < payload["sleep_ms"] + 1000, m.group(0)
+
+
+def test_max_memory_used_is_measured(server):
+    name = server.create_function("memory", "python3.11", MemorySize=512)
+    rid, _, msgs = invoke_and_get_stream(server, name, {"echo": 1})
+    small = REPORT_RE.match(report_line_for(msgs, rid))
+    rid, _, msgs = invoke_and_get_stream(server, name, {"alloc_mb": 150})
+    big = REPORT_RE.match(report_line_for(msgs, rid))
+    assert small["memory"] == big["memory"] == "512"
+    assert 1 <= int(small["used"]) < 100, small.group(0)
+    assert 150 <= int(big["used"]) < 512, big.group(0)
+
+
+def test_each_environment_has_its_own_log_stream(server):
+    name = server.create_function("streams", PLATFORM_RUNTIME, Timeout=10)
+    clients = [server.client("lambda") for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(
+            lambda c: server.invoke(name, {"sleep_ms": 700}, client=c), clients))
+    used = {r.json()["log_stream_name"] for r in results}
+    assert len(used) == 2
+
+    def both_listed():
+        listed = server.logs.describe_log_streams(
+            logGroupName=f"/aws/lambda/{name}")["logStreams"]
+        return used <= {s["logStreamName"] for s in listed}
+
+    wait_until(both_listed, message="both streams in DescribeLogStreams")
+    for stream in used:
+        assert re.fullmatch(LOG_STREAM_RE, stream), stream
+        msgs = [e["message"] for e in server.log_events(name, stream)]
+        assert sum(m.startswith("START RequestId:") for m in msgs) == 1
+        assert sum(m.startswith("REPORT RequestId:") for m in msgs) == 1
+
+
+def test_describe_log_groups_lists_the_function_group(server, basic_functions):
+    name = basic_functions("python3.11")
+    server.invoke(name, {"echo": 1})
+    groups = server.logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}")
+    assert f"/aws/lambda/{name}" in [g["logGroupName"] for g in groups["logGroups"]]
+
+
+def test_log_events_have_millisecond_timestamps_in_order(server):
+    name = server.create_function("ts", PLATFORM_RUNTIME)
+    before = int(time.time() * 1000)
+    rid, stream, _ = invoke_and_get_stream(server, name, {"print": ["a", "b", "c"]})
+    after = int(time.time() * 1000)
+    events = server.log_events(name, stream)
+    stamps = [e["timestamp"] for e in events]
+    assert stamps == sorted(stamps)
+    assert all(before - 5000 <= t <= after + 5000 for t in stamps), (before, stamps, after)
+
+
+def test_timed_out_invocation_is_logged(server):
+    name = server.create_function("logtimeout", PLATFORM_RUNTIME, Timeout=1)
+    inv = server.invoke(name, {"sleep_ms": 3000})
+    assert inv.function_error == "Unhandled"
+    msgs = server.wait_log(
+        name, lambda ms: any(m.startswith("REPORT RequestId:") for m in ms))
+    assert any("Task timed out after 1.00 seconds" in m for m in msgs), msgs
+
+
+def test_logs_survive_a_server_restart(make_server):
+    s = make_server()
+    name = s.create_function("durable", PLATFORM_RUNTIME)
+    marker = f"durable-marker-{time.time_ns()}"
+    s.invoke(name, {"print": marker})
+    before = s.wait_log(name, lambda ms: any(marker in m for m in ms)
+                        and any(m.startswith("REPORT") for m in ms))
+    s.restart()
+    after = [e["message"] for e in s.log_events(name)]
+    assert any(marker in m for m in after)
+    assert [m for m in before if m.startswith(("START", "END", "REPORT"))] == \
+        [m for m in after if m.startswith(("START", "END", "REPORT"))]
+    # new invocations append to the same group after the restart
+    s.invoke(name, {"print": marker + "-again"})
+    s.wait_log(name, lambda ms: any(marker + "-again" in m for m in ms))

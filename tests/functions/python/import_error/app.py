@@ -1,0 +1,7 @@
+"""Fails to import: the invoker must get Runtime.ImportModuleError."""
+
+import nimbus_module_that_does_not_exist  # noqa: F401
+
+
+def handler(event, context):
+    return "unreachable"
