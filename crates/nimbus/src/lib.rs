@@ -7,6 +7,7 @@
 //! - [`store`] — function metadata (SQLite) and content-addressed code packages.
 //! - [`invoke`] — the invocation lifecycle: admission, lease, deliver, await, bill.
 //! - [`pool`] — execution environments per function version: warm reuse, reaping.
+//! - [`queue`] — durable asynchronous invocation: event queue, retries, destinations.
 //! - [`sandbox`] — backends that start environments (`process`; `jail` on Linux).
 //! - [`runtime_api`] — Runtime API 2018-06-01, one listener per environment.
 //! - [`runtimes`] — the runtime catalog and our embedded Python / Node bootstraps.
@@ -23,6 +24,7 @@ pub mod invoke;
 pub mod logs;
 pub mod model;
 pub mod pool;
+pub mod queue;
 pub mod runtime_api;
 pub mod runtimes;
 pub mod sandbox;

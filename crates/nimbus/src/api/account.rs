@@ -66,9 +66,9 @@ pub fn status(state: &Arc<AppState>, ctx: &Ctx) -> Resp {
         &json!({
             "ConcurrentExecutions": state.invoker.in_flight(),
             "ConcurrencyLimit": state.invoker.config().concurrency_limit,
-            "BackgroundInvocations": state.background.running(),
             "Pools": pools,
             "Functions": functions,
+            "AsyncInvocations": state.queue.status_json(&ctx.account),
         }),
     )
 }
@@ -77,6 +77,7 @@ pub fn status(state: &Arc<AppState>, ctx: &Ctx) -> Resp {
 pub fn metrics(state: &Arc<AppState>) -> Resp {
     let mut out = String::new();
     state.invoker.usage.render(&mut out);
+    state.queue.render_metrics(&mut out);
     out.push_str(&format!(
         "# HELP nimbus_concurrent_executions Invocations running now\n# TYPE nimbus_concurrent_executions gauge\nnimbus_concurrent_executions {}\n",
         state.invoker.in_flight()

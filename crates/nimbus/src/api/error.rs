@@ -55,9 +55,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(_) => ApiError::ResourceNotFound(e.to_string()),
             StoreError::AlreadyExists(_) => ApiError::ResourceConflict(e.to_string()),
-            StoreError::RevisionMismatch | StoreError::Precondition(_) => {
-                ApiError::PreconditionFailed(e.to_string())
-            }
+            StoreError::RevisionMismatch => ApiError::PreconditionFailed(e.to_string()),
+            StoreError::Precondition(_) => ApiError::InvalidParameterValue(e.to_string()),
             StoreError::Missing(_) => ApiError::ResourceNotFound(e.to_string()),
             StoreError::Conflict(_) => ApiError::ResourceConflict(e.to_string()),
             other => ApiError::Internal(other.to_string()),
@@ -171,6 +170,9 @@ impl ApiError {
             "User"
         };
         let mut body = serde_json::Map::new();
+        // JSON-1.1 protocols (CloudWatch Logs, SQS) are parsed from `__type`; rest-json ones
+        // (Lambda) from the header. Both are always sent.
+        body.insert("__type".into(), code.into());
         body.insert("Type".into(), kind.into());
         body.insert(member.into(), message.into());
         let mut retry_after = None;

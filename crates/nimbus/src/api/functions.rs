@@ -585,7 +585,7 @@ pub fn update_configuration(
 }
 
 /// DeleteFunction — `DELETE /2015-03-31/functions/{F}` → 204.
-pub fn delete(
+pub async fn delete(
     state: &Arc<AppState>,
     ctx: &Ctx,
     req: &ApiRequest,
@@ -599,6 +599,8 @@ pub fn delete(
                 .delete(&ctx.account, &r.name)
                 .map_err(|_| not_found(state, ctx, &r))?;
             state.invoker.retire_function(&ctx.account, &r.name);
+            super::concurrency::apply_reserved(state, &ctx.account, &r.name, None);
+            state.queue.forget_function(&ctx.account, &r.name).await?;
         }
         Some(LATEST) => {
             return Err(ApiError::InvalidParameterValue(

@@ -3,7 +3,6 @@
 //! InvokeAsync.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -13,7 +12,7 @@ use hyper::{Response, StatusCode};
 
 use super::functions::{resolve, resolve_for_invoke};
 use super::{ApiError, ApiRequest, AppState, Ctx, Resp, empty, too_large};
-use crate::invoke::{InvokeError, InvokeRequest, Invoker};
+use crate::invoke::InvokeRequest;
 use crate::model::{function_arn, limits};
 
 enum InvocationType {
@@ -94,7 +93,14 @@ pub async fn invoke(
             &request.function.version,
         )),
         InvocationType::Event => {
-            spawn_event(state, request);
+            enqueue(
+                state,
+                ctx,
+                &request.function.name,
+                r.qualifier,
+                request.payload,
+            )
+            .await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
         InvocationType::RequestResponse => {
@@ -152,60 +158,27 @@ fn decode_client_context(b64: &str) -> Result<String, ApiError> {
     Ok(text)
 }
 
-/// Lambda's retry policy for asynchronous invocations (lambda-wire.md §4.7): two retries
-/// after function errors, about one and two minutes apart; throttles go back to the queue
-/// with exponential backoff from 1 s to 5 min, for at most six hours.
-const ASYNC_RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(60), Duration::from_secs(120)];
-const ASYNC_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
-
-fn spawn_event(state: &Arc<AppState>, request: InvokeRequest) {
-    let invoker = state.invoker.clone();
-    let token = state.background.token();
-    tokio::spawn(async move {
-        let _token = token;
-        run_event(&invoker, request).await;
-    });
-}
-
-async fn run_event(invoker: &Arc<Invoker>, request: InvokeRequest) {
-    let started = tokio::time::Instant::now();
-    let mut attempt = 0usize;
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let req = InvokeRequest {
-            function: request.function.clone(),
-            invoked_arn: request.invoked_arn.clone(),
-            request_id: request.request_id.clone(),
-            payload: request.payload.clone(),
-            client_context: None,
-            want_log_tail: false,
-        };
-        match invoker.invoke(req).await {
-            Ok(r) if !r.function_error => return,
-            Ok(_) => {
-                let Some(delay) = ASYNC_RETRY_DELAYS.get(attempt) else {
-                    tracing::info!(request_id = %request.request_id, "asynchronous invocation failed after its retries");
-                    return;
-                };
-                attempt += 1;
-                tokio::time::sleep(*delay).await;
-            }
-            Err(InvokeError::Throttled { .. })
-            | Err(InvokeError::Sandbox(_))
-            | Err(InvokeError::Internal(_)) => {
-                if started.elapsed() + backoff > ASYNC_MAX_AGE {
-                    tracing::warn!(request_id = %request.request_id, "asynchronous invocation dropped: maximum event age reached");
-                    return;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(300));
-            }
-            Err(e) => {
-                tracing::warn!(request_id = %request.request_id, "asynchronous invocation could not run: {e}");
-                return;
-            }
-        }
-    }
+/// Stores an `Event` invocation in the durable queue; returns once it is committed, so the
+/// 202 that follows means the event survives a crash. The request id stays the event's
+/// through its retries.
+async fn enqueue(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    function: &str,
+    qualifier: Option<String>,
+    payload: Bytes,
+) -> Result<(), ApiError> {
+    state
+        .queue
+        .enqueue(crate::queue::NewEvent {
+            account: ctx.account.clone(),
+            function: function.to_string(),
+            qualifier,
+            request_id: ctx.request_id.clone(),
+            payload,
+        })
+        .await?;
+    Ok(())
 }
 
 /// InvokeAsync (deprecated) — `POST /2014-11-13/functions/{F}/invoke-async` → 202
@@ -225,19 +198,7 @@ pub async fn invoke_async_legacy(
     } else {
         req.body.clone()
     };
-    let invoked_arn: Arc<str> =
-        function_arn(&state.region, &ctx.account, &function.name, None).into();
-    spawn_event(
-        state,
-        InvokeRequest {
-            function,
-            invoked_arn,
-            request_id: ctx.request_id.as_str().into(),
-            payload,
-            client_context: None,
-            want_log_tail: false,
-        },
-    );
+    enqueue(state, ctx, &function.name, None, payload).await?;
     Ok(super::json(
         StatusCode::ACCEPTED,
         &serde_json::json!({"Status": 202}),

@@ -10,9 +10,11 @@ pub mod account;
 pub mod aliases;
 pub mod concurrency;
 pub mod error;
+pub mod event_invoke_config;
 pub mod functions;
 pub mod invoke;
 pub mod logs;
+pub mod sqs;
 pub mod versions;
 pub mod wire;
 
@@ -42,10 +44,10 @@ pub struct AppState {
     pub region: String,
     /// Signs the download links GetFunction returns.
     pub url_key: Vec<u8>,
-    /// Tracks background (`Event`) invocations so shutdown can wait for them.
-    pub background: tokio_util_lite::TaskTracker,
     /// Wakes the provisioned-concurrency reconciler after a configuration change.
     pub reconcile_now: tokio::sync::Notify,
+    /// Durable asynchronous invocation: the event queue, its configs and built-in queues.
+    pub queue: crate::queue::EventQueue,
 }
 
 /// Who is calling, and about what.
@@ -238,6 +240,9 @@ async fn dispatch(state: &Arc<AppState>, ctx: &Ctx, req: ApiRequest) -> Result<R
         && let Some(target) = req.header("x-amz-target")
     {
         let target = target.to_string();
+        if target.starts_with("AmazonSQS.") {
+            return Ok(sqs::dispatch(state, ctx, &target, &req.body).await);
+        }
         return logs::dispatch(state, ctx, &target, &req.body);
     }
     let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
@@ -245,7 +250,9 @@ async fn dispatch(state: &Arc<AppState>, ctx: &Ctx, req: ApiRequest) -> Result<R
         (&Method::POST, ["2015-03-31", "functions"]) => functions::create(state, ctx, &req).await,
         (&Method::GET, ["2015-03-31", "functions"]) => functions::list(state, ctx, &req),
         (&Method::GET, ["2015-03-31", "functions", f]) => functions::get(state, ctx, &req, f),
-        (&Method::DELETE, ["2015-03-31", "functions", f]) => functions::delete(state, ctx, &req, f),
+        (&Method::DELETE, ["2015-03-31", "functions", f]) => {
+            functions::delete(state, ctx, &req, f).await
+        }
         (&Method::GET, ["2015-03-31", "functions", f, "configuration"]) => {
             functions::get_configuration(state, ctx, &req, f)
         }
@@ -305,6 +312,21 @@ async fn dispatch(state: &Arc<AppState>, ctx: &Ctx, req: ApiRequest) -> Result<R
         (&Method::DELETE, ["2019-09-30", "functions", f, "provisioned-concurrency"]) => {
             concurrency::delete_provisioned(state, ctx, &req, f)
         }
+        (&Method::PUT, ["2019-09-25", "functions", f, "event-invoke-config"]) => {
+            event_invoke_config::put(state, ctx, &req, f).await
+        }
+        (&Method::POST, ["2019-09-25", "functions", f, "event-invoke-config"]) => {
+            event_invoke_config::update(state, ctx, &req, f).await
+        }
+        (&Method::GET, ["2019-09-25", "functions", f, "event-invoke-config"]) => {
+            event_invoke_config::get(state, ctx, &req, f)
+        }
+        (&Method::DELETE, ["2019-09-25", "functions", f, "event-invoke-config"]) => {
+            event_invoke_config::delete(state, ctx, &req, f).await
+        }
+        (&Method::GET, ["2019-09-25", "functions", f, "event-invoke-config", "list"]) => {
+            event_invoke_config::list(state, ctx, &req, f)
+        }
         (&Method::GET, ["2016-08-19", "account-settings"]) => Ok(account::settings(state, ctx)),
         (&Method::GET, ["nimbus", "status"]) => Ok(account::status(state, ctx)),
         _ => Err(ApiError::UnknownOperation(format!(
@@ -331,34 +353,4 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(body).map_err(|e| {
         ApiError::InvalidRequestContent(format!("Could not parse request body into json: {e}"))
     })
-}
-
-/// A minimal task tracker: counts running background tasks so shutdown can wait for them.
-pub mod tokio_util_lite {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[derive(Clone, Default)]
-    pub struct TaskTracker {
-        running: Arc<AtomicUsize>,
-    }
-
-    pub struct Token(Arc<AtomicUsize>);
-
-    impl Drop for Token {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    impl TaskTracker {
-        pub fn token(&self) -> Token {
-            self.running.fetch_add(1, Ordering::AcqRel);
-            Token(self.running.clone())
-        }
-
-        pub fn running(&self) -> usize {
-            self.running.load(Ordering::Acquire)
-        }
-    }
 }

@@ -90,6 +90,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         logs.clone(),
         config.data_dir.join("code"),
     ));
+    let queue = crate::queue::EventQueue::open(
+        &config.data_dir,
+        crate::queue::QueueConfig::from_env(&config.region, config.concurrency_limit)?,
+        Arc::new(crate::queue::LocalPlatform {
+            store: store.clone(),
+            invoker: invoker.clone(),
+        }),
+    )
+    .context("cannot open the event queue")?;
     let state = Arc::new(AppState {
         store,
         invoker: invoker.clone(),
@@ -97,8 +106,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         logs,
         region: config.region.clone(),
         url_key,
-        background: Default::default(),
         reconcile_now: tokio::sync::Notify::new(),
+        queue: queue.clone(),
     });
     for e in state.store.all_entries() {
         if e.reserved.is_some() {
@@ -143,7 +152,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             }
         })
     };
+    let dispatcher = queue.start();
     api::serve(listener, state, shutdown_signal()).await;
+    dispatcher.abort();
     reconciler.abort();
     reaper.abort();
     invoker.shutdown();
