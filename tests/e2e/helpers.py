@@ -320,7 +320,7 @@ def http_request(
 
 def client_config(**overrides) -> Config:
     kw = dict(
-        retries={"max_attempts": 1, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},
         read_timeout=120,
         connect_timeout=10,
         max_pool_connections=32,

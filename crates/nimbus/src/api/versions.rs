@@ -29,6 +29,12 @@ pub fn publish(
 ) -> Result<Resp, ApiError> {
     let body: PublishRequest = parse_body(&req.body)?;
     let r = parse_ref(state, ctx, f, None)?;
+    if state.store.get(&ctx.account, &r.name).is_none() {
+        return Err(ApiError::ResourceNotFound(format!(
+            "Function not found: {}",
+            model::function_arn(&state.region, &ctx.account, &r.name, None)
+        )));
+    }
     if let Some(d) = &body.description {
         model::validate_description(d)?;
     }

@@ -435,7 +435,7 @@ impl Store {
             && sha != entry.latest.code_sha256
         {
             return Err(StoreError::Precondition(format!(
-                "CodeSha256 ({sha}) is different from current CodeSha256 in $LATEST ({}). Please try again with the CodeSha256 in $LATEST.",
+                "CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({}). Please try again with the CodeSHA256 in $LATEST.",
                 entry.latest.code_sha256
             )));
         }
