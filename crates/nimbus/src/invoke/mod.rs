@@ -14,7 +14,7 @@ use bytes::Bytes;
 use hyper::header::HeaderValue;
 use tokio::sync::{oneshot, watch};
 
-use crate::logs::{LogStore, tail};
+use crate::logs::{LogStore, Report, tail};
 use crate::model::time::{iso8601_z, log_stream_date, now_ms};
 use crate::model::{FunctionConfig, limits};
 use crate::pool::{Environment, Pool, PoolKey, Pools};
@@ -355,9 +355,6 @@ impl Invoker {
             }
         };
         let elapsed = started.elapsed();
-        if let Some(m) = env.process.max_memory_bytes() {
-            env.max_memory_bytes = env.max_memory_bytes.max(m);
-        }
         let init = env.init_duration.take();
         let id = &req.request_id;
         let (payload, content_type, function_error, status, healthy) = match outcome {
@@ -409,17 +406,21 @@ impl Invoker {
             ));
         }
         lines.push(format!("END RequestId: {id}"));
-        lines.push(report_line(
-            id,
-            elapsed,
-            f.memory_size,
-            env.max_memory_bytes,
+        // The log task writes REPORT, reading Max Memory Used there: off the caller's path.
+        let report = Report {
+            request_id: id.clone(),
+            duration: elapsed,
+            memory_mb: f.memory_size,
             init,
-            status,
-        ));
+            status: status.map(str::to_string),
+            process: env.process.clone(),
+        };
         self.usage
             .record(&f.account, &f.name, elapsed, f.memory_size, function_error);
-        let text = env.logs.finish(lines, req.want_log_tail).await;
+        let text = env
+            .logs
+            .finish(lines, Some(report), req.want_log_tail)
+            .await;
         match (healthy && !env.has_exited(), env.provisioned) {
             (true, true) => pool.release_provisioned(env),
             (true, false) => pool.release(env, Instant::now()),
@@ -451,20 +452,24 @@ impl Invoker {
             .ok()
             .and_then(|v| v.get("errorType")?.as_str().map(str::to_string))
             .unwrap_or_else(|| "Runtime.Unknown".into());
-        let lines = vec![
-            format!("END RequestId: {id}"),
-            report_line(
-                id,
-                Duration::ZERO,
-                f.memory_size,
-                env.max_memory_bytes,
-                env.init_duration,
-                Some(&format!("error\tError Type: {error_type}")),
-            ),
-        ];
+        let report = Report {
+            request_id: id.clone(),
+            duration: Duration::ZERO,
+            memory_mb: f.memory_size,
+            init: env.init_duration,
+            status: Some(format!("error\tError Type: {error_type}")),
+            process: env.process.clone(),
+        };
         self.usage
             .record(&f.account, &f.name, Duration::ZERO, f.memory_size, true);
-        let text = env.logs.finish(lines, req.want_log_tail).await;
+        let text = env
+            .logs
+            .finish(
+                vec![format!("END RequestId: {id}")],
+                Some(report),
+                req.want_log_tail,
+            )
+            .await;
         drop(env);
         InvokeResult {
             payload,
@@ -538,7 +543,6 @@ impl Invoker {
             exit: exit_rx,
             logs,
             init_duration: None,
-            max_memory_bytes: 0,
             provisioned: false,
             server,
         };
@@ -567,9 +571,6 @@ impl Invoker {
             }
         };
         env.init_duration = Some(t0.elapsed());
-        if let Some(m) = env.process.max_memory_bytes() {
-            env.max_memory_bytes = m;
-        }
         match event {
             Some(InitEvent::Ready) => Ok(Started::Ready(env)),
             Some(InitEvent::Failed { body, error_type }) => {
@@ -620,30 +621,6 @@ async fn wait_exit(exit: &mut watch::Receiver<Option<String>>) -> String {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// The REPORT line, in Lambda's exact format: tab-separated, each field followed by a tab.
-pub fn report_line(
-    request_id: &str,
-    duration: Duration,
-    memory_mb: u32,
-    max_memory_bytes: u64,
-    init: Option<Duration>,
-    status: Option<&str>,
-) -> String {
-    let d = ms(duration);
-    let billed = (d.ceil() as u64).max(1);
-    let used = max_memory_bytes.div_ceil(1024 * 1024);
-    let mut line = format!(
-        "REPORT RequestId: {request_id}\tDuration: {d:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {used} MB\t"
-    );
-    if let Some(init) = init {
-        line.push_str(&format!("Init Duration: {:.2} ms\t", ms(init)));
-    }
-    if let Some(status) = status {
-        line.push_str(&format!("Status: {status}\t"));
-    }
-    line
 }
 
 fn error_json(error_type: &str, message: &str) -> Bytes {
@@ -758,31 +735,6 @@ pub fn environment_variables(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn report_line_matches_lambda_format() {
-        let line = report_line(
-            "r1",
-            Duration::from_micros(4_157_160),
-            256,
-            99 * 1024 * 1024,
-            Some(Duration::from_micros(841_600)),
-            None,
-        );
-        assert_eq!(
-            line,
-            "REPORT RequestId: r1\tDuration: 4157.16 ms\tBilled Duration: 4158 ms\tMemory Size: 256 MB\tMax Memory Used: 99 MB\tInit Duration: 841.60 ms\t"
-        );
-    }
-
-    #[test]
-    fn billed_duration_is_at_least_one_millisecond() {
-        let line = report_line("r", Duration::from_micros(120), 128, 0, None, None);
-        assert!(
-            line.contains("Duration: 0.12 ms\tBilled Duration: 1 ms"),
-            "{line}"
-        );
-    }
 
     #[test]
     fn exit_errors_use_lambdas_wording() {

@@ -12,11 +12,55 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::time::now_ms;
+use crate::sandbox::EnvProcess;
+
+/// What a REPORT line says; the stream's task completes it with Max Memory Used.
+pub struct Report {
+    pub request_id: Arc<str>,
+    pub duration: Duration,
+    pub memory_mb: u32,
+    /// Set on the first invocation of an environment.
+    pub init: Option<Duration>,
+    /// `timeout`, or `error\tError Type: …`.
+    pub status: Option<String>,
+    pub process: Arc<dyn EnvProcess>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The REPORT line, in Lambda's exact format: tab-separated, each field followed by a tab;
+/// billed duration is the duration rounded up to the millisecond.
+pub fn report_line(
+    request_id: &str,
+    duration: Duration,
+    memory_mb: u32,
+    max_memory_bytes: u64,
+    init: Option<Duration>,
+    status: Option<&str>,
+) -> String {
+    let d = ms(duration);
+    let billed = (d.ceil() as u64).max(1);
+    let used = max_memory_bytes.div_ceil(1024 * 1024);
+    let mut line = format!(
+        "REPORT RequestId: {request_id}\tDuration: {d:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {used} MB\t"
+    );
+    if let Some(init) = init {
+        line.push_str(&format!("Init Duration: {:.2} ms\t", ms(init)));
+    }
+    if let Some(status) = status {
+        line.push_str(&format!("Status: {status}\t"));
+    }
+    line
+}
 
 /// Lambda splits log lines longer than 256 KB.
 const MAX_LINE: usize = 256 * 1024;
@@ -177,6 +221,7 @@ enum Ctl {
     /// text is sent back when asked for.
     Finish {
         lines: Vec<String>,
+        report: Option<Report>,
         text: Option<oneshot::Sender<String>>,
     },
     /// A platform line outside any invocation (e.g. an init report).
@@ -192,17 +237,28 @@ impl LogSink {
         let _ = self.ctl.send(Ctl::Line(line));
     }
 
-    /// Closes the invocation; if `want_text`, returns its whole log (START … REPORT).
-    pub async fn finish(&self, lines: Vec<String>, want_text: bool) -> Option<String> {
+    /// Closes the invocation with `lines` and then its REPORT; if `want_text`, returns its
+    /// whole log (START … REPORT).
+    pub async fn finish(
+        &self,
+        lines: Vec<String>,
+        report: Option<Report>,
+        want_text: bool,
+    ) -> Option<String> {
         if want_text {
             let (tx, rx) = oneshot::channel();
             let _ = self.ctl.send(Ctl::Finish {
                 lines,
+                report,
                 text: Some(tx),
             });
             rx.await.ok()
         } else {
-            let _ = self.ctl.send(Ctl::Finish { lines, text: None });
+            let _ = self.ctl.send(Ctl::Finish {
+                lines,
+                report,
+                text: None,
+            });
             None
         }
     }
@@ -275,6 +331,8 @@ async fn run_stream(
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut eof = false;
+    // Peak memory of the environment so far: kept for when its process is already gone.
+    let mut max_memory: u64 = 0;
     loop {
         tokio::select! {
             biased;
@@ -286,7 +344,7 @@ async fn run_stream(
                         w.emit(now_ms(), line.as_bytes());
                     }
                     Ctl::Line(line) => w.emit(now_ms(), line.as_bytes()),
-                    Ctl::Finish { lines, text } => {
+                    Ctl::Finish { lines, report, text } => {
                         // What the function wrote before it answered is already in the pipe.
                         if !eof {
                             eof = drain_now(&pipe, &mut buf, &mut w);
@@ -295,6 +353,20 @@ async fn run_stream(
                         let ts = now_ms();
                         for l in &lines {
                             w.emit(ts, l.as_bytes());
+                        }
+                        if let Some(r) = report {
+                            if let Some(m) = r.process.max_memory_bytes() {
+                                max_memory = max_memory.max(m);
+                            }
+                            let line = report_line(
+                                &r.request_id,
+                                r.duration,
+                                r.memory_mb,
+                                max_memory,
+                                r.init,
+                                r.status.as_deref(),
+                            );
+                            w.emit(ts, line.as_bytes());
                         }
                         let inv = w.invocation.take().unwrap_or_default();
                         if let Some(text) = text {
@@ -387,7 +459,7 @@ mod tests {
         sink.start("START RequestId: r1 Version: $LATEST".into());
         writer.write_all(b"hello\nworld").unwrap();
         let text = sink
-            .finish(vec!["END RequestId: r1".into()], true)
+            .finish(vec!["END RequestId: r1".into()], None, true)
             .await
             .unwrap();
         assert_eq!(
@@ -408,6 +480,31 @@ mod tests {
         assert_eq!(store.groups("a", "/aws/lambda/")[0].0, "/aws/lambda/f");
         let streams = store.streams("a", "/aws/lambda/f").unwrap();
         assert_eq!(streams[0].name, "2026/01/01/[$LATEST]abc");
+    }
+
+    #[test]
+    fn report_line_matches_lambda_format() {
+        let line = report_line(
+            "r1",
+            Duration::from_micros(4_157_160),
+            256,
+            99 * 1024 * 1024,
+            Some(Duration::from_micros(841_600)),
+            None,
+        );
+        assert_eq!(
+            line,
+            "REPORT RequestId: r1\tDuration: 4157.16 ms\tBilled Duration: 4158 ms\tMemory Size: 256 MB\tMax Memory Used: 99 MB\tInit Duration: 841.60 ms\t"
+        );
+    }
+
+    #[test]
+    fn billed_duration_is_at_least_one_millisecond() {
+        let line = report_line("r", Duration::from_micros(120), 128, 0, None, None);
+        assert!(
+            line.contains("Duration: 0.12 ms\tBilled Duration: 1 ms"),
+            "{line}"
+        );
     }
 
     #[test]

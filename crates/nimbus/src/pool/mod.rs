@@ -29,8 +29,6 @@ pub struct Environment {
     pub logs: LogSink,
     /// Set for the first invocation after init, so its REPORT carries `Init Duration`.
     pub init_duration: Option<Duration>,
-    /// Peak memory seen so far, for when the process is gone before it can be asked.
-    pub max_memory_bytes: u64,
     /// Started ahead of time for provisioned concurrency: never reaped, used first.
     pub provisioned: bool,
     pub server: tokio::task::JoinHandle<()>,
