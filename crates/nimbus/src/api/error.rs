@@ -73,6 +73,13 @@ impl From<CodeError> for ApiError {
     }
 }
 
+impl From<crate::queue::QueueError> for ApiError {
+    /// Every queue failure is ours (storage, a dead writer thread), never the caller's.
+    fn from(e: crate::queue::QueueError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
 impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         match e {

@@ -15,16 +15,10 @@ use super::{ApiError, ApiRequest, AppState, Ctx, Resp, empty, json, parse_body};
 use crate::model::time::now_ms;
 use crate::model::{FunctionRef, LATEST, function_arn};
 use crate::queue::invoke_config::{validate_event_age, validate_retry_attempts};
-use crate::queue::{Destination, DestinationError, EventInvokeConfig, QueueError, Target};
+use crate::queue::{Destination, DestinationError, EventInvokeConfig, Target};
 
 // The queue's storage failures are our faults: 500, detail in the log. (This mapping
 // belongs with the others in error.rs.)
-impl From<QueueError> for ApiError {
-    fn from(e: QueueError) -> Self {
-        ApiError::Internal(e.to_string())
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ConfigRequest {
