@@ -2,7 +2,7 @@
 
 The suite drives the real `nimbus` binary (env NIMBUS_BIN, default target/debug/nimbus) with
 boto3, the AWS CLI (`aws` on PATH) and raw SigV4 requests. The sandbox backend comes from env
-NIMBUS_SANDBOX (default `process`), so the same suite runs against the jail.
+NIMBUS_SANDBOX (default `jail`, as the server), so the same suite runs against the jail.
 """
 
 from __future__ import annotations

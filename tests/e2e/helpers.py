@@ -44,7 +44,7 @@ NIMBUS_BIN = Path(os.environ.get("NIMBUS_BIN", REPO / "target" / "debug" / "nimb
 RUST_FUNCTION_BIN = Path(
     os.environ.get("RUST_FUNCTION_BIN", REPO / "target" / "debug" / "rust-function")
 )
-SANDBOX = os.environ.get("NIMBUS_SANDBOX", "process")
+SANDBOX = os.environ.get("NIMBUS_SANDBOX", "jail")
 AWS_CLI = os.environ.get("AWS_CLI", "aws")
 
 ACCESS_KEY = "testing"

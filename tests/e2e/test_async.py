@@ -470,6 +470,9 @@ def test_throttled_events_wait_and_then_run(limited):
     held = done()[0]
     assert held.function_error is None
     wait_until(lambda: start_ids(limited, name) == [rid], 30, 0.1, "the throttled event to run")
+    # START is logged when the invocation begins; its outcome is recorded when it ends.
+    wait_until(lambda: async_status(limited, name)["Succeeded"] == 1, 30, 0.1,
+               "the throttled event to succeed")
     status = async_status(limited, name)
     assert status["Succeeded"] == 1 and status["QueueDepth"] == 0 and status["Retries"] == 0
 

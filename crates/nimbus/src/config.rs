@@ -195,9 +195,9 @@ impl ServerConfig {
     }
 }
 
-/// The process backend until the jail is the default on this build.
+/// The jail: isolation is not optional. The process backend is an explicit choice.
 fn default_sandbox() -> SandboxKind {
-    SandboxKind::Process
+    SandboxKind::Jail
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {

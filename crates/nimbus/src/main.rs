@@ -90,6 +90,11 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // The jail's privilege-dropping step re-executes this binary; it must run before anything
+    // else (no runtime, no threads).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__jail") {
+        nimbus::sandbox::jail::jailer_main();
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -73,9 +73,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             );
             Arc::new(crate::sandbox::process::ProcessSandbox)
         }
-        SandboxKind::Jail => {
-            anyhow::bail!("the jail sandbox is not available in this build; use --sandbox process")
-        }
+        SandboxKind::Jail => Arc::new(
+            crate::sandbox::jail::JailSandbox::new(crate::sandbox::jail::JailConfig::new(
+                &config.data_dir,
+            ))
+            .context(
+                "cannot start the jail sandbox (isolated execution environments); \
+                 --sandbox process runs functions without isolation, for development only",
+            )?,
+        ),
     };
     sandbox.sweep_leftovers();
     let logs = LogStore::open(config.data_dir.join("logs")).context("cannot open the log store")?;

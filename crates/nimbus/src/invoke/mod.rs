@@ -494,9 +494,18 @@ impl Invoker {
         let env_id = uuid::Uuid::new_v4().simple().to_string();
         let log_group = format!("/aws/lambda/{}", f.name);
         let log_stream = format!("{}/[{}]{}", log_stream_date(now_ms()), f.version, env_id);
+        let mut argv = runtime.argv.clone();
+        if runtime.kind == RuntimeKind::Node {
+            // Node sizes its heap from the host's memory, which the sandbox does not show:
+            // without a cap it grows past MemorySize and is killed instead of throwing.
+            argv.insert(
+                1,
+                format!("--max-old-space-size={}", u64::from(f.memory_size) * 9 / 10),
+            );
+        }
         let spec = EnvSpec {
             env_id: env_id.clone(),
-            argv: runtime.argv.clone(),
+            argv,
             env: environment_variables(
                 f,
                 runtime,
@@ -572,7 +581,10 @@ impl Invoker {
         };
         env.init_duration = Some(t0.elapsed());
         match event {
-            Some(InitEvent::Ready) => Ok(Started::Ready(env)),
+            Some(InitEvent::Ready) => {
+                env.process.init_done();
+                Ok(Started::Ready(env))
+            }
             Some(InitEvent::Failed { body, error_type }) => {
                 let payload = if serde_json::from_slice::<serde_json::Value>(&body)
                     .is_ok_and(|v| v.get("errorType").is_some())

@@ -62,6 +62,9 @@ pub fn report_line(
     line
 }
 
+/// How much of an invocation's log text is kept for `LogType: Tail` (which returns 4 KB).
+const TEXT_KEEP: usize = 2 * crate::model::limits::LOG_TAIL_BYTES;
+
 /// Lambda splits log lines longer than 256 KB.
 const MAX_LINE: usize = 256 * 1024;
 
@@ -281,6 +284,11 @@ impl StreamWriter {
         if let Some(text) = &mut self.invocation {
             text.push_str(&String::from_utf8_lossy(msg));
             text.push('\n');
+            // Only the tail is ever returned: a chatty function must not grow this unbounded.
+            if text.len() > 4 * TEXT_KEEP {
+                let cut = tail(text, TEXT_KEEP).len();
+                text.drain(..text.len() - cut);
+            }
         }
     }
 
@@ -327,7 +335,8 @@ async fn run_stream(
         file,
         batch: Vec::with_capacity(4096),
         partial: Vec::new(),
-        invocation: None,
+        // Init output belongs to the first invocation's log tail, as on Lambda.
+        invocation: Some(String::new()),
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut eof = false;
@@ -340,7 +349,10 @@ async fn run_stream(
                 let Some(msg) = msg else { break };
                 match msg {
                     Ctl::Start(line) => {
-                        w.invocation = Some(String::new());
+                        // The first invocation's text keeps what init printed before it.
+                        if w.invocation.is_none() {
+                            w.invocation = Some(String::new());
+                        }
                         w.emit(now_ms(), line.as_bytes());
                     }
                     Ctl::Line(line) => w.emit(now_ms(), line.as_bytes()),

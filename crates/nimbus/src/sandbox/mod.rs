@@ -8,6 +8,7 @@
 //! Backends: [`process`] (plain process groups, development only, no isolation) and `jail`
 //! (Linux namespaces, pivot_root, cgroups, seccomp; the default on Linux).
 
+pub mod jail;
 pub mod process;
 
 use std::future::Future;
@@ -63,6 +64,11 @@ pub trait EnvProcess: Send + Sync + 'static {
     /// Removes everything the environment left behind (cgroups, mounts, namespaces) once its
     /// processes are gone. Called exactly once, after the exit future resolved.
     fn cleanup(&self) {}
+    /// Init is over (the runtime asked for its first event): limits that only apply to the
+    /// invoke phase take effect now.
+    fn init_done(&self) {}
+    /// Changes the environment's resource limits (the jail's cgroup); a no-op elsewhere.
+    fn apply_limits(&self, _limits: &nimbus_sys::cgroup::CgroupLimits) {}
 }
 
 /// How an environment's first process ended, in Go's `os.ProcessState` wording as Lambda

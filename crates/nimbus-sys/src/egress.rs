@@ -1,0 +1,150 @@
+//! Outbound network access for a jail, through `slirp4netns` (a user-mode TCP/IP stack).
+//!
+//! slirp4netns attaches a tap device to the jail's network namespace (10.0.2.100/24, gateway
+//! 10.0.2.2, DNS proxy 10.0.2.3) and carries its traffic through ordinary sockets of its own
+//! in the host's namespace. Chosen over veth + NAT because it needs no host-global state
+//! (no forwarding sysctl, no nftables rules, no address pool), works the same in rootless
+//! mode, and dies with the environment; see docs/sandbox.md for the measurements and gaps.
+//! `--disable-host-loopback` keeps the host's 127.0.0.1 (the control plane, other
+//! environments' nothing) out of reach.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::pipe::PipeFlags;
+
+/// How to give jails outbound access.
+#[derive(Clone, Debug)]
+pub struct EgressConfig {
+    /// The slirp4netns executable.
+    pub program: PathBuf,
+    /// Let the jail reach the host's loopback through the gateway address. Tests only: it is
+    /// how a test proves packets flow without sending any off this machine.
+    pub allow_host_loopback: bool,
+    /// How long to wait for the interface to be configured.
+    pub ready_timeout: Duration,
+}
+
+impl EgressConfig {
+    /// slirp4netns from `$PATH`'s usual places, if installed.
+    pub fn detect() -> Option<EgressConfig> {
+        [
+            "/usr/bin/slirp4netns",
+            "/usr/local/bin/slirp4netns",
+            "/bin/slirp4netns",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .map(|program| EgressConfig {
+            program,
+            allow_host_loopback: false,
+            ready_timeout: Duration::from_secs(5),
+        })
+    }
+}
+
+/// A running slirp4netns for one jail. Stops it when dropped.
+#[derive(Debug)]
+pub struct Egress {
+    child: Child,
+    /// slirp4netns exits when this (its `--exit-fd`) is closed.
+    exit: Option<OwnedFd>,
+}
+
+const READY_FD: i32 = 3;
+const EXIT_FD: i32 = 4;
+
+impl Egress {
+    /// Attaches outbound networking to the network namespace of `pid` and waits until the
+    /// interface is configured.
+    pub fn attach(config: &EgressConfig, pid: u32) -> io::Result<Egress> {
+        Self::spawn(config, &["--netns-type=pid".into(), pid.to_string()])
+    }
+
+    /// Same, for a namespace given by path (`/proc/<pid>/fd/<n>` of an nsfs descriptor).
+    pub fn attach_path(config: &EgressConfig, path: &str) -> io::Result<Egress> {
+        Self::spawn(config, &["--netns-type=path".into(), path.to_string()])
+    }
+
+    fn spawn(config: &EgressConfig, target: &[String]) -> io::Result<Egress> {
+        let (ready_r, ready_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+        let (exit_r, exit_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+        let mut cmd = Command::new(&config.program);
+        cmd.arg("--configure")
+            .arg("--mtu=65520")
+            .arg("--enable-sandbox")
+            .arg("--enable-seccomp")
+            .arg(format!("--ready-fd={READY_FD}"))
+            .arg(format!("--exit-fd={EXIT_FD}"));
+        if !config.allow_host_loopback {
+            cmd.arg("--disable-host-loopback");
+        }
+        cmd.args(target)
+            .arg("tap0")
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let (ready_raw, exit_raw) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
+        // SAFETY: runs between fork and exec and calls only fcntl/dup2/close, which are
+        // async-signal-safe, on copied integers. Both ends are first moved above the target
+        // numbers so neither dup2 can clobber the other's source.
+        unsafe {
+            cmd.pre_exec(move || {
+                let a = libc::fcntl(ready_raw, libc::F_DUPFD, 10);
+                let b = libc::fcntl(exit_raw, libc::F_DUPFD, 10);
+                if a < 0 || b < 0 || libc::dup2(a, READY_FD) < 0 || libc::dup2(b, EXIT_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(a);
+                libc::close(b);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(cmd);
+        drop(ready_w);
+        drop(exit_r);
+        let mut egress = Egress {
+            child,
+            exit: Some(exit_w),
+        };
+        let mut fds = [PollFd::new(&ready_r, PollFlags::IN)];
+        let timeout = rustix::time::Timespec::try_from(config.ready_timeout).unwrap_or(
+            rustix::time::Timespec {
+                tv_sec: 5,
+                tv_nsec: 0,
+            },
+        );
+        let ready = rustix::event::poll(&mut fds, Some(&timeout))? == 1;
+        let mut b = [0u8; 1];
+        if !ready || rustix::io::read(ready_r.as_fd(), &mut b)? != 1 {
+            egress.stop();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "slirp4netns did not configure the interface",
+            ));
+        }
+        Ok(egress)
+    }
+
+    /// Stops slirp4netns and reaps it. Idempotent.
+    pub fn stop(&mut self) {
+        if self.exit.take().is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Egress {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

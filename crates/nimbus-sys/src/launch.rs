@@ -1,0 +1,242 @@
+//! The server's side of starting a jail, in two steps:
+//!
+//! 1. [`PendingJail::park`]: the jailer creates the namespaces and the init, the init joins
+//!    its cgroup, outbound networking is attached, the Runtime API listener comes back. The
+//!    jail is now *parked*: everything but the function itself is ready. This is the slow
+//!    part (joining a v1 cgroup alone costs an RCU grace period, ~10 ms on our machines;
+//!    attaching slirp4netns ~20 ms), so the server may do it ahead of demand.
+//! 2. [`ParkedJail::run`]: the run spec goes to the init, which builds the root, drops
+//!    privileges and execs the runtime (~1-2 ms).
+//!
+//! The jailer's end of the control socket is its stdin, so the standard library can start
+//! it with posix_spawn (vfork) instead of fork, whose cost grows with the server's memory;
+//! no code of ours runs between fork and exec, which keeps this sound in a multi-threaded
+//! server. Spawning itself is left to the caller.
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rustix::process::Signal;
+
+use crate::control::{self, JailerMessage};
+use crate::egress::{Egress, EgressConfig};
+use crate::spec::JailSpec;
+
+/// Why a jail did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("jail setup failed at \"{step}\": {source}")]
+    Setup {
+        step: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the jailer exited before the environment was ready")]
+    JailerExited,
+    #[error("the jailer did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("control socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A jailer command prepared but not yet started: holds the server's end of the control
+/// socket.
+#[derive(Debug)]
+pub struct PendingJail {
+    server_end: OwnedFd,
+}
+
+/// Makes the jailer's end of the control socket the stdin of `cmd` and returns the pending
+/// jail. Call [`PendingJail::park`] once `cmd` was spawned (and dropped: it holds a copy of
+/// the jailer's end, which must close for EOF to mean "the jailer is gone").
+pub fn prepare(cmd: &mut Command) -> io::Result<PendingJail> {
+    let (server_end, jail_end) = control::socket_pair()?;
+    cmd.stdin(Stdio::from(jail_end));
+    Ok(PendingJail { server_end })
+}
+
+/// A jail whose runtime was exec'd.
+#[derive(Debug)]
+pub struct StartedJail {
+    /// The Runtime API listener, inside the jail's network namespace.
+    pub listener: TcpListener,
+    pub process: JailProcess,
+}
+
+/// A jail ready to run a function: namespaces, init, cgroup, network, listener.
+#[derive(Debug)]
+pub struct ParkedJail {
+    listener: TcpListener,
+    process: JailProcess,
+}
+
+/// The environment's processes, from the server's side.
+#[derive(Debug)]
+pub struct JailProcess {
+    /// Pid of the environment's init in the server's PID namespace.
+    pub init_pid: u32,
+    pidfd: OwnedFd,
+    /// Kept open for the environment's lifetime: its closing tells the jailer the server is
+    /// gone (or the parked jail is not wanted any more).
+    control: OwnedFd,
+    egress: std::sync::Mutex<Option<Egress>>,
+}
+
+impl JailProcess {
+    /// SIGKILLs the environment's init; the kernel then kills every process in its PID
+    /// namespace. Through the pidfd, so a recycled pid can never be hit. Idempotent.
+    pub fn kill(&self) {
+        let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
+    }
+
+    /// Stops the environment's outbound networking, if any (after it exited).
+    pub fn stop_egress(&self) {
+        if let Ok(mut e) = self.egress.lock()
+            && let Some(mut e) = e.take()
+        {
+            e.stop();
+        }
+    }
+
+    /// Whether the jail has outbound networking attached.
+    pub fn has_egress(&self) -> bool {
+        self.egress.lock().is_ok_and(|e| e.is_some())
+    }
+}
+
+fn set_timeout(sock: &OwnedFd, timeout: Option<Duration>) -> io::Result<()> {
+    rustix::net::sockopt::set_socket_timeout(sock, rustix::net::sockopt::Timeout::Recv, timeout)
+        .map_err(io::Error::from)
+}
+
+/// Reads jailer messages until `want` accepts one; a failure report, EOF or timeout ends it.
+fn await_message<T>(
+    sock: &OwnedFd,
+    timeout: Duration,
+    mut want: impl FnMut(JailerMessage) -> Option<T>,
+) -> Result<T, LaunchError> {
+    loop {
+        match control::recv_jailer_message(sock) {
+            Ok(Some(JailerMessage::Failed { errno, step })) => {
+                return Err(LaunchError::Setup {
+                    step,
+                    source: io::Error::from_raw_os_error(errno),
+                });
+            }
+            Ok(Some(m)) => {
+                if let Some(v) = want(m) {
+                    return Ok(v);
+                }
+            }
+            Ok(None) => return Err(LaunchError::JailerExited),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(LaunchError::Timeout(timeout));
+            }
+            Err(e) => return Err(LaunchError::Io(e)),
+        }
+    }
+}
+
+impl PendingJail {
+    /// Sends the shape spec and waits (blocking, at most `timeout`) until the jail is parked.
+    /// With `egress`, slirp4netns is attached to the jail's namespace before its init runs.
+    pub fn park(
+        self,
+        shape: &JailSpec,
+        timeout: Duration,
+        egress: Option<&EgressConfig>,
+    ) -> Result<ParkedJail, LaunchError> {
+        let PendingJail { server_end } = self;
+        set_timeout(&server_end, Some(timeout))?;
+        let mut shape = shape.clone();
+        shape.wait_for_network = egress.is_some();
+        control::send(server_end.as_fd(), &shape.encode(), &[])?;
+        let (init_pid, pidfd) = await_message(&server_end, timeout, |m| match m {
+            JailerMessage::Init { pid, pidfd } => Some((pid, pidfd)),
+            _ => None,
+        })?;
+        // From here on, a failure kills the init (dropping `server_end` makes the jailer
+        // clean up too).
+        let kill = |e: LaunchError| {
+            let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
+            e
+        };
+        let attached = match egress {
+            Some(cfg) => {
+                let e = Egress::attach(cfg, init_pid).map_err(|source| {
+                    kill(LaunchError::Setup {
+                        step: "attach the outbound network".into(),
+                        source,
+                    })
+                })?;
+                control::send(server_end.as_fd(), b"G", &[]).map_err(|e| kill(e.into()))?;
+                Some(e)
+            }
+            None => None,
+        };
+        let listener = await_message(&server_end, timeout, |m| match m {
+            JailerMessage::Listener { listener } => Some(listener),
+            _ => None,
+        })
+        .map_err(kill)?;
+        Ok(ParkedJail {
+            listener: TcpListener::from(listener),
+            process: JailProcess {
+                init_pid,
+                pidfd,
+                control: server_end,
+                egress: std::sync::Mutex::new(attached),
+            },
+        })
+    }
+
+    /// [`park`](Self::park) then [`run`](ParkedJail::run) with the same spec.
+    pub fn start(
+        self,
+        spec: &JailSpec,
+        timeout: Duration,
+        egress: Option<&EgressConfig>,
+    ) -> Result<StartedJail, LaunchError> {
+        self.park(spec, timeout, egress)?.run(spec, timeout)
+    }
+}
+
+impl ParkedJail {
+    /// Pid of the parked jail's init.
+    pub fn init_pid(&self) -> u32 {
+        self.process.init_pid
+    }
+
+    /// Whether outbound networking was attached.
+    pub fn has_egress(&self) -> bool {
+        self.process.has_egress()
+    }
+
+    /// Sends the run spec and waits (blocking, at most `timeout`) until the runtime was
+    /// exec'd. The shape fields of `spec` (ids, user namespace, cgroup) are ignored: they
+    /// were fixed when the jail was parked.
+    pub fn run(self, spec: &JailSpec, timeout: Duration) -> Result<StartedJail, LaunchError> {
+        let ParkedJail { listener, process } = self;
+        let sock = &process.control;
+        set_timeout(sock, Some(timeout))?;
+        let result = control::send(sock.as_fd(), &spec.encode(), &[])
+            .map_err(LaunchError::from)
+            .and_then(|()| {
+                await_message(sock, timeout, |m| match m {
+                    JailerMessage::Ready => Some(()),
+                    _ => None,
+                })
+            })
+            .and_then(|()| Ok(set_timeout(sock, None)?));
+        match result {
+            Ok(()) => Ok(StartedJail { listener, process }),
+            Err(e) => {
+                process.kill();
+                Err(e)
+            }
+        }
+    }
+}
