@@ -34,7 +34,7 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Files of `/proc` that leak other tenants' or the kernel's state to any reader; covered
 /// with `/dev/null`. (`/proc/sys` is root-owned and the runtime has no capabilities.)
-const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list", "sysrq-trigger"];
+const PROC_MASKED: &[&str] = &["kcore", "keys", "key-users", "timer_list", "sysrq-trigger"];
 
 /// Joins an absolute in-jail path to the new root, refusing `..` so a spec cannot aim a
 /// mount outside it.

@@ -6,6 +6,7 @@
 //! the root, links that point outside it, archives that inflate past Lambda's 250 MB limit,
 //! and corrupt archives are rejected, and nothing is left behind when they are.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -167,31 +168,100 @@ fn safe_join(root: &Path, rel: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Whether a relative path passes *through* one of `links` (a proper prefix of it is a link).
+fn through_link(rel: &Path, links: &HashSet<PathBuf>) -> bool {
+    let mut prefix = PathBuf::new();
+    let mut parts = rel.components().peekable();
+    while let Some(c) = parts.next() {
+        prefix.push(c);
+        if parts.peek().is_some() && links.contains(&prefix) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Resolves a link's target lexically against its directory and checks it stays inside the
+/// package without passing through another link: `a -> ..` then `b -> a/..` would each look
+/// inside on their own, yet `b` resolves above the root, because `..` after a link climbs
+/// from where the link points, not from where it sits.
+fn link_target_inside(link: &Path, target: &Path, links: &HashSet<PathBuf>) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut walked = PathBuf::new();
+    let mut depth = 0usize;
+    for c in link
+        .parent()
+        .unwrap_or(Path::new(""))
+        .join(target)
+        .components()
+    {
+        match c {
+            Component::Normal(p) => {
+                if links.contains(&walked) && !walked.as_os_str().is_empty() {
+                    return false;
+                }
+                walked.push(p);
+                depth += 1;
+            }
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth == 0 || links.contains(&walked) {
+                    return false;
+                }
+                walked.pop();
+                depth -= 1;
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+fn is_symlink_mode(mode: u32) -> bool {
+    mode & 0o170000 == 0o120000
+}
+
 fn unpack(zip: &[u8], dest: &Path) -> Result<(), CodeError> {
     let mut archive = zip::ZipArchive::new(io::Cursor::new(zip)).map_err(|_| CodeError::Corrupt)?;
     if archive.len() > MAX_ENTRIES {
         return Err(CodeError::TooLargeUnzipped);
     }
-    // Declared sizes first: cheap rejection of obvious bombs.
+    // First pass, nothing written: declared sizes (cheap rejection of obvious bombs), every
+    // entry's path, and which entries are links.
     let mut declared: u64 = 0;
+    let mut links = HashSet::new();
+    let mut paths = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
         let f = archive.by_index_raw(i).map_err(|_| CodeError::Corrupt)?;
         declared = declared.saturating_add(f.size());
+        let Some(rel) = f.enclosed_name() else {
+            return Err(CodeError::EscapingEntry(f.name().to_string()));
+        };
+        if is_symlink_mode(f.unix_mode().unwrap_or(0)) {
+            links.insert(rel.clone());
+        }
+        paths.push((f.name().to_string(), rel));
     }
     if declared > limits::UNZIPPED_MAX {
         return Err(CodeError::TooLargeUnzipped);
     }
+    // Nothing may be written beneath a link.
+    for (name, rel) in &paths {
+        if through_link(rel, &links) {
+            return Err(CodeError::EscapingEntry(name.clone()));
+        }
+    }
     fs::create_dir_all(dest)?;
     let mut written: u64 = 0;
     let mut dirs = vec![dest.to_path_buf()];
+    let mut pending_links = Vec::new();
     for i in 0..archive.len() {
         let mut f = archive.by_index(i).map_err(|_| CodeError::Corrupt)?;
-        let raw_name = f.name().to_string();
-        let Some(rel) = f.enclosed_name() else {
-            return Err(CodeError::EscapingEntry(raw_name));
-        };
-        let Some(path) = safe_join(dest, &rel) else {
-            return Err(CodeError::EscapingEntry(raw_name));
+        let (raw_name, rel) = &paths[i];
+        let Some(path) = safe_join(dest, rel) else {
+            return Err(CodeError::EscapingEntry(raw_name.clone()));
         };
         let mode = f.unix_mode().unwrap_or(0o644);
         if f.is_dir() {
@@ -202,22 +272,31 @@ fn unpack(zip: &[u8], dest: &Path) -> Result<(), CodeError> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        if mode & 0o170000 == 0o120000 {
-            // A symlink: its target must stay inside the package.
+        if is_symlink_mode(mode) {
             let mut target = String::new();
             f.by_ref()
                 .take(4096)
                 .read_to_string(&mut target)
                 .map_err(|_| CodeError::Corrupt)?;
-            let base = rel.parent().unwrap_or(Path::new(""));
-            let target_path = Path::new(&target);
-            if target_path.is_absolute() || safe_join(dest, &base.join(target_path)).is_none() {
-                return Err(CodeError::EscapingEntry(raw_name));
+            if !link_target_inside(rel, Path::new(&target), &links) {
+                return Err(CodeError::EscapingEntry(raw_name.clone()));
             }
-            std::os::unix::fs::symlink(target_path, &path)?;
+            pending_links.push((target, path));
             continue;
         }
-        let mut out = fs::File::create(&path)?;
+        // No link exists yet (they are made last), and `create_new` never follows or reuses
+        // an existing path: a file lands exactly where its name says.
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    CodeError::EscapingEntry(raw_name.clone())
+                } else {
+                    CodeError::Io(e)
+                }
+            })?;
         // The declared size can lie: count what actually inflates.
         let budget = limits::UNZIPPED_MAX - written + 1;
         let n = io::copy(&mut f.by_ref().take(budget), &mut out).map_err(|e| {
@@ -234,6 +313,10 @@ fn unpack(zip: &[u8], dest: &Path) -> Result<(), CodeError> {
         // Everyone may read; the executable bit is kept (a `bootstrap` must stay executable).
         let perm = if mode & 0o111 != 0 { 0o555 } else { 0o444 };
         fs::set_permissions(&path, fs::Permissions::from_mode(perm))?;
+    }
+    // Links last, once every file is in place: nothing is ever written through one.
+    for (target, path) in pending_links {
+        std::os::unix::fs::symlink(&target, &path)?;
     }
     // Directories last, deepest first, so their own entries could be created above.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
@@ -327,6 +410,75 @@ mod tests {
             store.put_zip(&buf.into_inner()),
             Err(CodeError::EscapingEntry(_))
         ));
+    }
+
+    fn zip_with_links(entries: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+        let mut buf = io::Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (name, link, data) in entries {
+            match link {
+                Some(target) => w
+                    .add_symlink(*name, *target, SimpleFileOptions::default())
+                    .unwrap(),
+                None => {
+                    w.start_file(*name, SimpleFileOptions::default()).unwrap();
+                    w.write_all(data).unwrap();
+                }
+            }
+        }
+        w.finish().unwrap();
+        buf.into_inner()
+    }
+
+    #[test]
+    fn rejects_chained_links_that_climb_out_through_each_other() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(tmp.path().join("code")).unwrap();
+        // Each link looks inside lexically; l2 resolves above the root through l1.
+        let zip = zip_with_links(&[
+            ("d/l1", Some(".."), b""),
+            ("d/l2", Some("l1/.."), b""),
+            ("d/keep", None, b"x"),
+        ]);
+        assert!(matches!(
+            store.put_zip(&zip),
+            Err(CodeError::EscapingEntry(_))
+        ));
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "only code/ exists"
+        );
+    }
+
+    #[test]
+    fn refuses_files_written_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(tmp.path().join("code")).unwrap();
+        let zip = zip_with_links(&[("d/up", Some(".."), b""), ("d/up/evil", None, b"x")]);
+        assert!(matches!(
+            store.put_zip(&zip),
+            Err(CodeError::EscapingEntry(_))
+        ));
+        assert!(!tmp.path().join("code/evil").exists());
+    }
+
+    #[test]
+    fn keeps_links_that_stay_inside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(tmp.path().join("code")).unwrap();
+        let zip = zip_with_links(&[
+            ("lib/real.py", None, b"x = 1\n"),
+            ("app.py", Some("lib/real.py"), b""),
+            ("lib/alias", Some("../lib/real.py"), b""),
+        ]);
+        let info = store.put_zip(&zip).unwrap();
+        let dir = store.dir(&info.sha256_hex);
+        assert_eq!(fs::read_to_string(dir.join("app.py")).unwrap(), "x = 1\n");
+        assert_eq!(
+            fs::read_to_string(dir.join("lib/alias")).unwrap(),
+            "x = 1\n"
+        );
     }
 
     #[test]
