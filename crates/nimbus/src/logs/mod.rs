@@ -65,6 +65,9 @@ pub fn report_line(
 /// How much of an invocation's log text is kept for `LogType: Tail` (which returns 4 KB).
 const TEXT_KEEP: usize = 2 * crate::model::limits::LOG_TAIL_BYTES;
 
+/// How often Max Memory Used is re-read for REPORT lines of successful invocations.
+const MEMORY_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
 /// Lambda splits log lines longer than 256 KB.
 const MAX_LINE: usize = 256 * 1024;
 
@@ -342,6 +345,7 @@ async fn run_stream(
     let mut eof = false;
     // Peak memory of the environment so far: kept for when its process is already gone.
     let mut max_memory: u64 = 0;
+    let mut memory_read_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -354,6 +358,8 @@ async fn run_stream(
                             w.invocation = Some(String::new());
                         }
                         w.emit(now_ms(), line.as_bytes());
+                        // Written with the invocation's output or its END: one write, not two.
+                        continue;
                     }
                     Ctl::Line(line) => w.emit(now_ms(), line.as_bytes()),
                     Ctl::Finish { lines, report, text } => {
@@ -367,8 +373,17 @@ async fn run_stream(
                             w.emit(ts, l.as_bytes());
                         }
                         if let Some(r) = report {
-                            if let Some(m) = r.process.max_memory_bytes() {
-                                max_memory = max_memory.max(m);
+                            // The peak is a high-water mark, so a later read still sees any
+                            // spike; reading it (a whole /proc status file for the process
+                            // backend) on every invocation was the server's largest single
+                            // cost per warm invoke. Failed invocations always read it.
+                            let stale = memory_read_at
+                                .is_none_or(|t| t.elapsed() >= MEMORY_SAMPLE_EVERY);
+                            if stale || r.status.is_some() {
+                                if let Some(m) = r.process.max_memory_bytes() {
+                                    max_memory = max_memory.max(m);
+                                }
+                                memory_read_at = Some(std::time::Instant::now());
                             }
                             let line = report_line(
                                 &r.request_id,
