@@ -257,9 +257,8 @@ fn unpack(zip: &[u8], dest: &Path) -> Result<(), CodeError> {
     let mut written: u64 = 0;
     let mut dirs = vec![dest.to_path_buf()];
     let mut pending_links = Vec::new();
-    for i in 0..archive.len() {
+    for (i, (raw_name, rel)) in paths.iter().enumerate() {
         let mut f = archive.by_index(i).map_err(|_| CodeError::Corrupt)?;
-        let (raw_name, rel) = &paths[i];
         let Some(path) = safe_join(dest, rel) else {
             return Err(CodeError::EscapingEntry(raw_name.clone()));
         };
