@@ -203,6 +203,14 @@ fn tracing_mode(t: &Option<super::wire::TracingConfigWire>) -> Result<String, Ap
     }
 }
 
+/// Attaching a function to subnets takes its outbound network away (see `FunctionConfig`);
+/// empty lists detach it, as on Lambda.
+fn apply_vpc(cfg: &mut FunctionConfig, v: super::wire::VpcConfigWire) {
+    cfg.network = v.subnet_ids.is_empty();
+    cfg.vpc_subnet_ids = v.subnet_ids;
+    cfg.vpc_security_group_ids = v.security_group_ids;
+}
+
 fn new_revision() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -275,7 +283,7 @@ pub async fn create(state: &Arc<AppState>, ctx: &Ctx, req: &ApiRequest) -> Resul
             .ok_or_else(|| ApiError::InvalidParameterValue("Code is required.".into()))?,
     )?;
     let code = store_code(state, zip).await?;
-    let cfg = FunctionConfig {
+    let mut cfg = FunctionConfig {
         name: fref.name.clone(),
         account: ctx.account.clone(),
         version: LATEST.into(),
@@ -298,7 +306,12 @@ pub async fn create(state: &Arc<AppState>, ctx: &Ctx, req: &ApiRequest) -> Resul
         layers: Vec::new(),
         kms_key_arn: body.kms_key_arn,
         network: true,
+        vpc_subnet_ids: Vec::new(),
+        vpc_security_group_ids: Vec::new(),
     };
+    if let Some(v) = body.vpc_config {
+        apply_vpc(&mut cfg, v);
+    }
     let tags = body.tags.unwrap_or_default();
     let f = state.store.create(cfg, &tags)?;
     if body.publish == Some(true) {
@@ -569,6 +582,9 @@ pub fn update_configuration(
             }
             if let Some(k) = body.kms_key_arn {
                 c.kms_key_arn = Some(k).filter(|k| !k.is_empty());
+            }
+            if let Some(v) = body.vpc_config {
+                apply_vpc(c, v);
             }
             c.last_modified_ms = now_ms();
             c.revision_id = new_revision();

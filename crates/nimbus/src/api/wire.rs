@@ -41,6 +41,15 @@ pub struct TracingConfigWire {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
+pub struct VpcConfigWire {
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct DeadLetterConfigWire {
     pub target_arn: Option<String>,
 }
@@ -67,6 +76,7 @@ pub struct CreateFunctionRequest {
     pub tags: Option<BTreeMap<String, String>>,
     #[serde(rename = "KMSKeyArn")]
     pub kms_key_arn: Option<String>,
+    pub vpc_config: Option<VpcConfigWire>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +109,7 @@ pub struct UpdateFunctionConfigurationRequest {
     pub revision_id: Option<String>,
     #[serde(rename = "KMSKeyArn")]
     pub kms_key_arn: Option<String>,
+    pub vpc_config: Option<VpcConfigWire>,
 }
 
 /// `FunctionConfiguration` (lambda-wire.md §1.3). `trimmed` drops the members that
@@ -135,6 +146,16 @@ pub fn function_configuration(
     };
     if !f.environment.is_empty() {
         obj.insert("Environment".into(), json!({"Variables": f.environment}));
+    }
+    if !f.vpc_subnet_ids.is_empty() {
+        obj.insert(
+            "VpcConfig".into(),
+            json!({
+                "SubnetIds": f.vpc_subnet_ids,
+                "SecurityGroupIds": f.vpc_security_group_ids,
+                "VpcId": "",
+            }),
+        );
     }
     if let Some(t) = &f.dead_letter_target {
         obj.insert("DeadLetterConfig".into(), json!({"TargetArn": t}));

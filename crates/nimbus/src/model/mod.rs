@@ -187,9 +187,15 @@ pub struct FunctionConfig {
     pub dead_letter_target: Option<String>,
     pub layers: Vec<String>,
     pub kms_key_arn: Option<String>,
-    /// Nimbus extension: outbound network access from the sandbox (default on, as on Lambda).
+    /// Outbound network access from the sandbox (on by default, as on Lambda). Nimbus has no
+    /// VPCs: a function attached to subnets (`VpcConfig`) gets none, like a Lambda function
+    /// in a private subnet without a NAT gateway.
     #[serde(default = "default_true")]
     pub network: bool,
+    #[serde(default)]
+    pub vpc_subnet_ids: Vec<String>,
+    #[serde(default)]
+    pub vpc_security_group_ids: Vec<String>,
 }
 
 fn default_true() -> bool {

@@ -59,6 +59,8 @@ impl Scripted {
             layers: vec![],
             kms_key_arn: None,
             network: true,
+            vpc_subnet_ids: vec![],
+            vpc_security_group_ids: vec![],
         };
         self.functions
             .lock()

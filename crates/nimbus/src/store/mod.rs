@@ -698,6 +698,8 @@ mod tests {
             layers: vec![],
             kms_key_arn: None,
             network: true,
+            vpc_subnet_ids: vec![],
+            vpc_security_group_ids: vec![],
         }
     }
 
