@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::functions::Runtime;
 
 /// Benchmarks a Nimbus server started for the run: warm invoke latency against the loopback
-/// floor, throughput, cold starts, scale-out and density. Prints a table, writes JSON.
+/// floor, throughput, durable async enqueue, cold starts, scale-out and density. Prints a
+/// table, writes JSON.
 #[derive(Debug, Parser)]
 #[command(name = "nimbus-bench", version, args_conflicts_with_subcommands = true)]
 pub(crate) struct Cli {
@@ -88,6 +89,7 @@ impl SandboxArg {
 pub(crate) enum Section {
     Warm,
     Throughput,
+    Enqueue,
     Cold,
     #[value(alias = "scale-out", alias = "scaleout")]
     Scale,
@@ -137,6 +139,8 @@ pub(crate) struct Sizes {
     /// has had an answer (so every environment exists), but never longer than the cap.
     pub(crate) throughput_warm_up: Duration,
     pub(crate) throughput_warm_up_cap: Duration,
+    /// Durable enqueue: the measured window per clients level.
+    pub(crate) enqueue_window: Duration,
     /// Cold start: repetitions per runtime and per kind (after create, after reap).
     pub(crate) cold_reps: usize,
     /// Scale-out: burst sizes of concurrent first invokes.
@@ -150,6 +154,9 @@ pub(crate) struct Sizes {
 /// Concurrency levels of the throughput section (issue 5).
 pub(crate) const THROUGHPUT_CLIENTS: [usize; 4] = [1, 8, 32, 128];
 
+/// Concurrency levels of the durable enqueue section (issue 6).
+pub(crate) const ENQUEUE_CLIENTS: [usize; 3] = [8, 32, 64];
+
 impl Sizes {
     pub(crate) const FULL: Sizes = Sizes {
         warm_requests: 20_000,
@@ -159,6 +166,7 @@ impl Sizes {
         throughput_window: Duration::from_secs(2),
         throughput_warm_up: Duration::from_millis(500),
         throughput_warm_up_cap: Duration::from_secs(30),
+        enqueue_window: Duration::from_secs(2),
         cold_reps: 15,
         scale_bursts: &[100, 500],
         density_step: 100,
@@ -174,6 +182,7 @@ impl Sizes {
         throughput_window: Duration::from_millis(500),
         throughput_warm_up: Duration::from_millis(200),
         throughput_warm_up_cap: Duration::from_secs(15),
+        enqueue_window: Duration::from_secs(1),
         cold_reps: 10,
         scale_bursts: &[100],
         density_step: 50,
@@ -196,7 +205,7 @@ mod tests {
         let cli = parse(&[]);
         assert!(cli.command.is_none());
         assert_eq!(cli.bench.sandbox, SandboxArg::Jail);
-        assert_eq!(cli.bench.sections().len(), 5);
+        assert_eq!(cli.bench.sections().len(), 6);
         assert_eq!(cli.bench.memory_budget_mib, 4096);
         assert_eq!(cli.bench.memory_mb, 128);
         assert!(!cli.bench.quick);
@@ -239,6 +248,7 @@ mod tests {
         let (q, f) = (Sizes::QUICK, Sizes::FULL);
         assert!(q.warm_requests < f.warm_requests && q.warm_time < f.warm_time);
         assert!(q.throughput_window < f.throughput_window);
+        assert!(q.enqueue_window < f.enqueue_window);
         assert!(
             q.cold_reps >= 10,
             "issue 5 asks for medians over at least 10"

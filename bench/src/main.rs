@@ -9,7 +9,7 @@
 //! - [`server`] — the processes a run starts (`nimbus serve`, the echo floor) and their cleanup;
 //! - [`client`] — keep-alive hyper connections, SigV4 signing, the Lambda calls used;
 //! - [`functions`] — the deployment packages (no-ops per runtime, a Python sleeper);
-//! - [`sections`] — warm, throughput, cold, scale, density;
+//! - [`sections`] — warm, throughput, enqueue, cold, scale, density;
 //! - [`stats`], [`procfs`] — percentiles; memory and process trees from `/proc`;
 //! - [`report`], [`table`] — targets and JSON; the printed tables;
 //! - [`echo`] — the echo floor server (`nimbus-bench echo-server`, internal).
@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use crate::args::{BenchArgs, Cli, Command, Section, THROUGHPUT_CLIENTS};
+use crate::args::{BenchArgs, Cli, Command, ENQUEUE_CLIENTS, Section, THROUGHPUT_CLIENTS};
 use crate::artifacts::Binaries;
 use crate::functions::Packages;
 use crate::report::{Machine, Meta, Report};
@@ -80,6 +80,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     report.check_targets();
     print!("{}", report.render());
+    if let Some(e) = &report.enqueue {
+        print!("{}", sections::enqueue::render(e));
+    }
     let path = match (&args.json, args.quick) {
         (Some(p), _) => Some(p.clone()),
         (None, false) => Some(report::default_json_path(
@@ -163,6 +166,7 @@ async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Report> {
         },
         warm: None,
         throughput: None,
+        enqueue: None,
         cold: None,
         scale: None,
         density: None,
@@ -173,6 +177,7 @@ async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Report> {
     let main_sections = [
         Section::Warm,
         Section::Throughput,
+        Section::Enqueue,
         Section::Cold,
         Section::Scale,
     ];
@@ -269,6 +274,18 @@ async fn run_on_main(
         report
             .errors
             .push(fail("retiring the no-op functions' environments", e));
+    }
+    // No environments: the function takes no invocations (reserved concurrency 0).
+    if sections.contains(&Section::Enqueue) {
+        let t = Instant::now();
+        match sections::enqueue::run(ep, packages, &ENQUEUE_CLIENTS, &sizes).await {
+            Ok(r) => report.enqueue = Some(r),
+            Err(e) => report.errors.push(fail("enqueue", e)),
+        }
+        report
+            .meta
+            .section_seconds
+            .push(("enqueue".into(), t.elapsed().as_secs_f64()));
     }
     if sections.contains(&Section::Cold) {
         let t = Instant::now();

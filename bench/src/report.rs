@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::functions::Runtime;
 use crate::sections::cold::ColdResults;
 use crate::sections::density::DensityResults;
+use crate::sections::enqueue::EnqueueResults;
 use crate::sections::scale::ScaleRow;
 use crate::sections::throughput::ThroughputRow;
 use crate::sections::warm::WarmResults;
@@ -91,6 +92,7 @@ pub(crate) struct Report {
     pub(crate) meta: Meta,
     pub(crate) warm: Option<WarmResults>,
     pub(crate) throughput: Option<Vec<ThroughputRow>>,
+    pub(crate) enqueue: Option<EnqueueResults>,
     pub(crate) cold: Option<ColdResults>,
     pub(crate) scale: Option<Vec<ScaleRow>>,
     pub(crate) density: Option<DensityResults>,
@@ -167,6 +169,16 @@ impl Report {
             tput(Runtime::Python, 32),
             "/s",
             |v| v >= 3_000.0,
+        ));
+        t.push(check(
+            "durable async enqueue, 32 clients",
+            "≥ 5,000 /s",
+            self.enqueue
+                .as_ref()
+                .and_then(|e| e.rows.iter().find(|r| r.clients == 32))
+                .map(|r| r.per_second),
+            "/s",
+            |v| v >= 5_000.0,
         ));
         for (rt, limit) in [
             (Runtime::Provided, 10.0),
@@ -313,6 +325,7 @@ mod tests {
             meta: meta("2026-11-25T18:00:00Z", false, "process"),
             warm: None,
             throughput: None,
+            enqueue: None,
             cold: None,
             scale: None,
             density: None,
