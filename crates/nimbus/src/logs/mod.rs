@@ -357,9 +357,9 @@ async fn run_stream(
                         if w.invocation.is_none() {
                             w.invocation = Some(String::new());
                         }
+                        // Written at once: a reader (`logs --follow`) must see a long
+                        // invocation start, not only end.
                         w.emit(now_ms(), line.as_bytes());
-                        // Written with the invocation's output or its END: one write, not two.
-                        continue;
                     }
                     Ctl::Line(line) => w.emit(now_ms(), line.as_bytes()),
                     Ctl::Finish { lines, report, text } => {
