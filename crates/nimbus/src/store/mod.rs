@@ -168,54 +168,86 @@ fn load(db: &Connection) -> Result<Functions, StoreError> {
         entry.reserved = reserved;
         map.entry(cfg.account).or_default().insert(cfg.name, entry);
     }
-    let mut stmt = db.prepare("SELECT account, name, version, config FROM versions")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, u32>(2)?,
-            r.get::<_, String>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (account, name, version, config) = row?;
-        if let Some(e) = map.get_mut(&account).and_then(|m| m.get_mut(&name)) {
+    // Versions, aliases and provisioned configurations: (account, name, key, JSON) rows that
+    // belong to a function loaded above.
+    for_each_child(
+        db,
+        "SELECT account, name, version, config FROM versions",
+        |k, json| {
+            let e = entry_of(&mut map, k)?;
+            let version: u32 = k.2.parse().map_err(|_| corrupt_key(&k.2))?;
             e.versions
-                .insert(version, Arc::new(serde_json::from_str(&config)?));
-        }
-    }
-    let mut stmt = db.prepare("SELECT account, name, alias, config FROM aliases")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (account, name, alias, config) = row?;
-        if let Some(e) = map.get_mut(&account).and_then(|m| m.get_mut(&name)) {
+                .insert(version, Arc::new(serde_json::from_str(json)?));
+            Ok(())
+        },
+    )?;
+    for_each_child(
+        db,
+        "SELECT account, name, alias, config FROM aliases",
+        |k, json| {
+            let e = entry_of(&mut map, k)?;
             e.aliases
-                .insert(alias, Arc::new(serde_json::from_str(&config)?));
-        }
-    }
-    let mut stmt = db.prepare("SELECT account, name, qualifier, config FROM provisioned")?;
+                .insert(k.2.clone(), Arc::new(serde_json::from_str(json)?));
+            Ok(())
+        },
+    )?;
+    for_each_child(
+        db,
+        "SELECT account, name, qualifier, config FROM provisioned",
+        |k, json| {
+            let e = entry_of(&mut map, k)?;
+            e.provisioned
+                .insert(k.2.clone(), serde_json::from_str(json)?);
+            Ok(())
+        },
+    )?;
+    Ok(map)
+}
+
+/// (account, function name, key within the function).
+type ChildKey = (String, String, String);
+
+/// Runs `f` on every row of a child table; rows of a function that no longer exists are
+/// skipped (their function row is the source of truth).
+fn for_each_child(
+    db: &Connection,
+    sql: &str,
+    mut f: impl FnMut(&ChildKey, &str) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = db.prepare(sql)?;
     let rows = stmt.query_map([], |r| {
+        // Version numbers are stored as integers; read every key as text.
+        let key: rusqlite::types::Value = r.get(2)?;
+        let key = match key {
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            _ => String::new(),
+        };
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
+            (r.get::<_, String>(0)?, r.get::<_, String>(1)?, key),
             r.get::<_, String>(3)?,
         ))
     })?;
     for row in rows {
-        let (account, name, q, config) = row?;
-        if let Some(e) = map.get_mut(&account).and_then(|m| m.get_mut(&name)) {
-            e.provisioned.insert(q, serde_json::from_str(&config)?);
+        let (key, json) = row?;
+        match f(&key, &json) {
+            Err(StoreError::NotFound(_)) => continue,
+            other => other?,
         }
     }
-    Ok(map)
+    Ok(())
+}
+
+fn entry_of<'m>(map: &'m mut Functions, k: &ChildKey) -> Result<&'m mut FunctionEntry, StoreError> {
+    map.get_mut(&k.0)
+        .and_then(|m| m.get_mut(&k.1))
+        .ok_or_else(|| StoreError::NotFound(k.1.clone()))
+}
+
+fn corrupt_key(k: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "corrupt metadata record: version '{k}' is not a number"
+    ))
 }
 
 impl Store {
