@@ -65,9 +65,6 @@ pub fn report_line(
 /// How much of an invocation's log text is kept for `LogType: Tail` (which returns 4 KB).
 const TEXT_KEEP: usize = 2 * crate::model::limits::LOG_TAIL_BYTES;
 
-/// How often Max Memory Used is re-read for REPORT lines of successful invocations.
-const MEMORY_SAMPLE_EVERY: Duration = Duration::from_millis(100);
-
 /// Lambda splits log lines longer than 256 KB.
 const MAX_LINE: usize = 256 * 1024;
 
@@ -345,7 +342,6 @@ async fn run_stream(
     let mut eof = false;
     // Peak memory of the environment so far: kept for when its process is already gone.
     let mut max_memory: u64 = 0;
-    let mut memory_read_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -373,17 +369,11 @@ async fn run_stream(
                             w.emit(ts, l.as_bytes());
                         }
                         if let Some(r) = report {
-                            // The peak is a high-water mark, so a later read still sees any
-                            // spike; reading it (a whole /proc status file for the process
-                            // backend) on every invocation was the server's largest single
-                            // cost per warm invoke. Failed invocations always read it.
-                            let stale = memory_read_at
-                                .is_none_or(|t| t.elapsed() >= MEMORY_SAMPLE_EVERY);
-                            if stale || r.status.is_some() {
-                                if let Some(m) = r.process.max_memory_bytes() {
-                                    max_memory = max_memory.max(m);
-                                }
-                                memory_read_at = Some(std::time::Instant::now());
+                            // Read for every REPORT: each one must show what its invocation
+                            // used (sampling showed a stale peak after a quick allocation).
+                            // It is read here, after the caller has its answer.
+                            if let Some(m) = r.process.max_memory_bytes() {
+                                max_memory = max_memory.max(m);
                             }
                             let line = report_line(
                                 &r.request_id,
