@@ -293,7 +293,8 @@ class Canary:
 
 
 class Hostile:
-    """The module's server (jail, 1 s keep-alive), its canary and helpers."""
+    """The module's server (jail, 3 s keep-alive: long enough to observe what a function
+    left running, even on a loaded machine), its canary and helpers."""
 
     def __init__(self, server: Server, root: Path):
         self.server = server
@@ -333,7 +334,7 @@ def hostile_root():
 def hostile(hostile_root, make_module_server):
     server = make_module_server(
         sandbox="jail", data_dir=str(hostile_root / "data"),
-        extra_args=("--keep-alive-secs", "1"),
+        extra_args=("--keep-alive-secs", "3"),
     )
     return Hostile(server, hostile_root)
 
@@ -618,7 +619,7 @@ def test_fork_bomb_is_contained_by_the_pids_cgroup(hostile, host):
     assert seen["max"] == str(PIDS_MAX), seen
     assert seen["current"] <= PIDS_MAX, seen
     assert Canary.served_between(canary, t0, t1) >= 1, "no canary answer during the bomb"
-    # reaped after the 1 s keep-alive: the whole bomb goes with the PID namespace
+    # reaped after the 3 s keep-alive: the whole bomb goes with the PID namespace
     wait_env_gone(r["me"]["ns"]["pid"], ended, name=name, timeout=30)
     wait_until(lambda: not seen["cgroup"].exists(), timeout=15,
                message=f"the environment's cgroup {seen['cgroup']} to be removed")
@@ -706,7 +707,7 @@ def test_signalling_the_server_init_and_other_tenants_fails__pid_namespace(hosti
 def test_background_process_dies_when_the_environment_is_reaped__pid_namespace(hostile, host):
     """A native function leaves `sleep` running (setsid, empty environment, so no marker of
     the function) and answers. It does run on the host as uid 993 after the response; when the
-    idle environment is reaped (1 s keep-alive) the PID namespace dies and takes it along."""
+    idle environment is reaped (3 s keep-alive) the PID namespace dies and takes it along."""
     name = hostile.sh_attacker("shbg")
     nonce = f"1000.{random.randrange(10**6, 10**7)}"
     with hostile.canary.alongside():
@@ -1130,7 +1131,7 @@ def test_zip_chained_symlinks_cannot_replace_another_functions_code__zip_validat
     except ClientError:
         pass
     replaced = victim_file.read_bytes() != victim_code
-    # once its idle environment is reaped (1 s keep-alive) the next invoke reads the code again
+    # once its idle environment is reaped (3 s keep-alive) the next invoke reads the code again
     wait_until(lambda: not function_processes(victim), timeout=15,
                message="the victim's environment to be reaped")
     out = hostile.server.invoke(victim, {}).json()
