@@ -57,10 +57,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "MIB", default_value_t = 4096)]
     pub(crate) memory_budget_mib: u64,
     /// MemorySize of every function the harness creates. Lambda's default and minimum, 128,
-    /// is what users get; in the jail it also sets the CPU quota (one vCPU at 1769), so 1769
-    /// separates the platform's overhead from quota throttling.
+    /// is what users get; in the jail it also sets the CPU share (one vCPU at 1769), so 1769
+    /// separates the platform's overhead from quota throttling under `--cpu-limit quota`.
     #[arg(long, value_name = "MB", default_value_t = 128)]
     pub(crate) memory_mb: u32,
+    /// `--cpu-limit` of every server (the server's default: share). `quota` caps each function
+    /// at its memory-proportional CPU share, as Lambda does; results get a `-quota` suffix.
+    #[arg(long, value_name = "share|quota", value_parser = ["share", "quota"])]
+    pub(crate) cpu_limit: Option<String>,
     /// Use this `nimbus` binary instead of building one with cargo.
     #[arg(long, value_name = "PATH")]
     pub(crate) nimbus_bin: Option<PathBuf>,

@@ -133,6 +133,7 @@ fn raise_fd_limit() {
 }
 
 async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Report> {
+    let _ = crate::server::CPU_LIMIT.set(args.cpu_limit.clone());
     let t_run = Instant::now();
     let sections = args.sections();
     let sizes = args.sizes();
@@ -150,6 +151,7 @@ async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Report> {
                 .collect(),
             runtimes: args.runtimes(),
             memory_mb: args.memory_mb,
+            cpu_limit: args.cpu_limit.clone().unwrap_or_else(|| "share".into()),
             sizes,
             machine: Machine::probe(),
             nimbus_bin: bins.nimbus.clone(),

@@ -62,6 +62,8 @@ pub(crate) struct Meta {
     pub(crate) runtimes: Vec<Runtime>,
     /// MemorySize of the functions (`--memory-mb`).
     pub(crate) memory_mb: u32,
+    /// The servers' `--cpu-limit` (`share`, the server's default, unless `--cpu-limit`).
+    pub(crate) cpu_limit: String,
     /// The counts and time caps the sections ran with.
     pub(crate) sizes: crate::args::Sizes,
     pub(crate) machine: Machine,
@@ -233,7 +235,8 @@ impl Report {
     }
 }
 
-/// `bench/results/DATE-COMMIT[-dirty][-SANDBOX][-N].json`, never overwriting an earlier run.
+/// `bench/results/DATE-COMMIT[-dirty][-SANDBOX][-MEMmb][-quota][-N].json`, never overwriting
+/// an earlier run.
 pub(crate) fn default_json_path(results: &Path, meta: &Meta) -> PathBuf {
     let date = meta.started.get(..10).unwrap_or("unknown-date");
     let mut stem = format!("{date}-{}", meta.commit);
@@ -246,6 +249,10 @@ pub(crate) fn default_json_path(results: &Path, meta: &Meta) -> PathBuf {
     }
     if meta.memory_mb != 128 {
         stem.push_str(&format!("-{}mb", meta.memory_mb));
+    }
+    if meta.cpu_limit != "share" {
+        stem.push('-');
+        stem.push_str(&meta.cpu_limit);
     }
     let mut path = results.join(format!("{stem}.json"));
     let mut n = 2;
@@ -287,6 +294,7 @@ mod tests {
             sections: vec![],
             runtimes: vec![],
             memory_mb: 128,
+            cpu_limit: "share".into(),
             sizes: crate::args::Sizes::QUICK,
             machine: Machine {
                 nproc: 2,

@@ -96,6 +96,10 @@ pub(crate) struct ServerOptions {
     pub(crate) keep_alive_secs: Option<u64>,
 }
 
+/// `--cpu-limit` for every server this run starts (`None`: the server's default). Set once
+/// by `main` from the command line, before any server starts.
+pub(crate) static CPU_LIMIT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 /// A running `nimbus serve`.
 pub(crate) struct NimbusServer {
     // Field order matters: the process stops before its data directory is removed.
@@ -123,6 +127,9 @@ impl NimbusServer {
             .args(["--sandbox", opts.sandbox.as_str()]);
         if let Some(k) = opts.keep_alive_secs {
             cmd.args(["--keep-alive-secs", &k.to_string()]);
+        }
+        if let Some(limit) = CPU_LIMIT.get().and_then(Option::as_deref) {
+            cmd.args(["--cpu-limit", limit]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -23,12 +23,13 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\nNimbus benchmark — {} — commit {}{} — sandbox {}, functions of {} MB{}\nmachine: {} × {}, kernel {}, {:.1} GiB; load generator on the same cores; CPU busy before the run {}; load average {} → {}\n",
+            "\nNimbus benchmark — {} — commit {}{} — sandbox {}, functions of {} MB, CPU limit {}{}\nmachine: {} × {}, kernel {}, {:.1} GiB; load generator on the same cores; CPU busy before the run {}; load average {} → {}\n",
             m.started,
             m.commit,
             if m.dirty { " (dirty tree)" } else { "" },
             m.sandbox,
             m.memory_mb,
+            m.cpu_limit,
             if m.quick { " — QUICK run" } else { "" },
             m.machine.nproc,
             m.machine.cpu_model,

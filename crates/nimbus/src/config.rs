@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub sandbox: Option<String>,
     pub keep_alive_secs: Option<u64>,
     pub concurrency_limit: Option<u32>,
+    pub cpu_limit: Option<String>,
     #[serde(default)]
     pub access_keys: Vec<FileKey>,
     #[serde(default)]
@@ -51,6 +52,19 @@ pub enum SandboxKind {
     Jail,
 }
 
+/// How the jail limits a function's CPU. Both give a function CPU in proportion to its
+/// memory (one CPU at 1,769 MB, as Lambda); they differ in what happens when the machine has
+/// CPU to spare. See docs/decisions/0007-cpu-share-by-default.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuLimit {
+    /// A proportional weight: under contention every function gets its share, and a function
+    /// may use CPU nobody else wants. The default.
+    Share,
+    /// The weight plus a hard CFS quota of exactly the share, applied after init: Lambda's
+    /// ceiling, for reproducing how a CPU-bound function behaves there.
+    Quota,
+}
+
 /// The resolved configuration of `nimbus serve`.
 #[derive(Debug)]
 pub struct ServerConfig {
@@ -63,6 +77,7 @@ pub struct ServerConfig {
     pub sandbox: SandboxKind,
     pub keep_alive: Duration,
     pub concurrency_limit: u32,
+    pub cpu_limit: CpuLimit,
     pub runtimes: BTreeMap<String, RuntimeConfig>,
 }
 
@@ -86,6 +101,8 @@ pub enum ConfigError {
     BadAccount(String),
     #[error("unknown sandbox '{0}': expected 'jail' or 'process'")]
     BadSandbox(String),
+    #[error("unknown CPU limit '{0}': expected 'share' or 'quota'")]
+    BadCpuLimit(String),
 }
 
 /// What the command line (or its environment variables) said.
@@ -101,6 +118,7 @@ pub struct Overrides {
     pub sandbox: Option<String>,
     pub keep_alive_secs: Option<u64>,
     pub concurrency_limit: Option<u32>,
+    pub cpu_limit: Option<String>,
 }
 
 pub fn validate_account(a: &str) -> Result<(), ConfigError> {
@@ -162,6 +180,11 @@ impl ServerConfig {
             Some("jail") => SandboxKind::Jail,
             Some(other) => return Err(ConfigError::BadSandbox(other.to_string())),
         };
+        let cpu_limit = match o.cpu_limit.or(file.cpu_limit).as_deref() {
+            None | Some("share") => CpuLimit::Share,
+            Some("quota") => CpuLimit::Quota,
+            Some(other) => return Err(ConfigError::BadCpuLimit(other.to_string())),
+        };
         let mut runtimes = default_runtime_configs();
         runtimes.extend(file.runtimes);
         Ok(ServerConfig {
@@ -190,6 +213,7 @@ impl ServerConfig {
                 .concurrency_limit
                 .or(file.concurrency_limit)
                 .unwrap_or(crate::model::limits::ACCOUNT_CONCURRENCY),
+            cpu_limit,
             runtimes,
         })
     }
@@ -269,6 +293,7 @@ mod tests {
 listen = "127.0.0.1:1234"
 region = "eu-west-1"
 keep_alive_secs = 7
+cpu_limit = "quota"
 [[access_keys]]
 access_key_id = "k"
 secret_access_key = "s"
@@ -291,5 +316,17 @@ interpreter = "/usr/local/bin/python3.12"
         assert_eq!(c.access_keys[0].access_key_id, "k");
         assert!(c.runtimes.contains_key("python3.12"));
         assert!(c.runtimes.contains_key("python3.11"));
+        assert_eq!(c.cpu_limit, CpuLimit::Quota);
+    }
+
+    #[test]
+    fn cpu_limit_defaults_to_share_and_refuses_unknown_values() {
+        let c = ServerConfig::resolve(Overrides::default()).unwrap();
+        assert_eq!(c.cpu_limit, CpuLimit::Share);
+        let r = ServerConfig::resolve(Overrides {
+            cpu_limit: Some("hard".into()),
+            ..Default::default()
+        });
+        assert!(matches!(r, Err(ConfigError::BadCpuLimit(v)) if v == "hard"));
     }
 }

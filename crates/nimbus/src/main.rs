@@ -87,6 +87,10 @@ struct ServeArgs {
     /// Account concurrency limit (Lambda's default: 1000).
     #[arg(long, env = "NIMBUS_CONCURRENCY_LIMIT")]
     concurrency_limit: Option<u32>,
+    /// How the jail limits a function's CPU: share (a weight in proportion to memory; spare
+    /// CPU may be used) or quota (also a hard ceiling of that share, as on Lambda).
+    #[arg(long, env = "NIMBUS_CPU_LIMIT")]
+    cpu_limit: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -136,6 +140,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 sandbox: a.sandbox,
                 keep_alive_secs: a.keep_alive_secs,
                 concurrency_limit: a.concurrency_limit,
+                cpu_limit: a.cpu_limit,
             })?;
             cli::serve::run(config).await?;
             Ok(true)

@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::api::{self, AppState};
 use crate::auth::{Credentials, KeyStore};
-use crate::config::{SandboxKind, ServerConfig};
+use crate::config::{CpuLimit, SandboxKind, ServerConfig};
 use crate::invoke::{Invoker, InvokerConfig};
 use crate::logs::LogStore;
 use crate::runtimes::Catalog;
@@ -74,9 +74,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             Arc::new(crate::sandbox::process::ProcessSandbox)
         }
         SandboxKind::Jail => Arc::new(
-            crate::sandbox::jail::JailSandbox::new(crate::sandbox::jail::JailConfig::new(
-                &config.data_dir,
-            ))
+            crate::sandbox::jail::JailSandbox::new(crate::sandbox::jail::JailConfig {
+                cpu_quota: config.cpu_limit == CpuLimit::Quota,
+                ..crate::sandbox::jail::JailConfig::new(&config.data_dir)
+            })
             .context(
                 "cannot start the jail sandbox (isolated execution environments); \
                  --sandbox process runs functions without isolation, for development only",

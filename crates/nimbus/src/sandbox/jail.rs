@@ -60,8 +60,8 @@ pub struct JailConfig {
     /// Start without cgroup limits when no usable cgroup hierarchy is writable (rootless
     /// without delegation). Off by default: limits are part of the isolation.
     pub allow_no_cgroups: bool,
-    /// Apply the hard CPU quota proportional to memory (Lambda's model). The proportional
-    /// weight is always applied.
+    /// Also apply a hard CPU quota of the proportional share after init (`--cpu-limit
+    /// quota`, Lambda's ceiling). The proportional weight is always applied.
     pub cpu_quota: bool,
     /// Rootless mode: a user namespace maps the sandbox uid to the server's own uid.
     /// Defaults to "not root".
@@ -86,7 +86,7 @@ impl JailConfig {
             root_mount_point: data_dir.join("jail-root"),
             cgroup_parent: cgroup_parent_for(data_dir),
             allow_no_cgroups: false,
-            cpu_quota: true,
+            cpu_quota: false,
             rootless: !rustix::process::geteuid().is_root(),
             egress: EgressConfig::detect(),
             pool_size: POOL_SIZE,
