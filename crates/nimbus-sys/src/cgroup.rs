@@ -256,6 +256,7 @@ impl CgroupParent {
                 .into_iter()
                 .map(|(kind, root)| (kind, root.join(&self.name).join(env_id)))
                 .collect(),
+            peak_file: std::sync::OnceLock::new(),
         };
         for (_, dir) in &cgroup.dirs {
             let mut created = fs::create_dir(dir);
@@ -308,6 +309,7 @@ impl CgroupParent {
                     .map(|(kind, root)| (kind, root.join(&self.name).join(&name)))
                     .filter(|(_, d)| d.is_dir())
                     .collect(),
+                peak_file: std::sync::OnceLock::new(),
             };
             cgroup.kill_all();
             if cgroup.remove().is_ok() {
@@ -336,6 +338,10 @@ pub struct EnvCgroup {
     version: CgroupVersion,
     /// (controller or "unified", directory)
     dirs: Vec<(&'static str, PathBuf)>,
+    /// The peak-memory file, opened on the first read and re-read with `pread` at offset 0
+    /// (which makes the kernel regenerate it): one syscall per REPORT instead of open + read +
+    /// close.
+    peak_file: std::sync::OnceLock<Option<fs::File>>,
 }
 
 impl EnvCgroup {
@@ -418,12 +424,17 @@ impl EnvCgroup {
 
     /// Peak memory use so far, bytes.
     pub fn peak_memory_bytes(&self) -> Option<u64> {
-        let dir = self.dir("memory")?;
-        let file = match self.version {
-            CgroupVersion::V1 => "memory.max_usage_in_bytes",
-            CgroupVersion::V2 => "memory.peak",
-        };
-        fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+        let file = self
+            .peak_file
+            .get_or_init(|| {
+                let name = match self.version {
+                    CgroupVersion::V1 => "memory.max_usage_in_bytes",
+                    CgroupVersion::V2 => "memory.peak",
+                };
+                fs::File::open(self.dir("memory")?.join(name)).ok()
+            })
+            .as_ref()?;
+        read_u64_at_start(file)
     }
 
     /// How many processes the kernel's OOM killer killed in this cgroup.
@@ -523,6 +534,15 @@ fn is_cgroupfs(dir: &Path) -> bool {
         let t = s.f_type as i64;
         t == CGROUP_SUPER_MAGIC || t == CGROUP2_SUPER_MAGIC
     })
+}
+
+/// Reads a small decimal file (a cgroup or proc counter) from offset 0 with one `pread`; for
+/// kernel-generated files that re-renders the current value.
+pub fn read_u64_at_start(file: &fs::File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 32];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
 fn write_file(path: &Path, value: &str) -> io::Result<()> {

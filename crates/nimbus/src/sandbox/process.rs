@@ -19,6 +19,8 @@ pub struct ProcessSandbox;
 
 struct ProcessGroup {
     pid: u32,
+    /// `/proc/PID/status`, opened on the first read and re-read with `pread` at offset 0.
+    status: std::sync::OnceLock<Option<std::fs::File>>,
 }
 
 impl EnvProcess for ProcessGroup {
@@ -37,7 +39,14 @@ impl EnvProcess for ProcessGroup {
     fn max_memory_bytes(&self) -> Option<u64> {
         // VmHWM: the leader's peak resident set. Children are not counted; the jail's cgroup
         // measures the whole environment.
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        use std::os::unix::fs::FileExt;
+        let file = self
+            .status
+            .get_or_init(|| std::fs::File::open(format!("/proc/{}/status", self.pid)).ok())
+            .as_ref()?;
+        let mut buf = [0u8; 4096];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        let status = std::str::from_utf8(&buf[..n]).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
@@ -111,7 +120,10 @@ impl Sandbox for ProcessSandbox {
         Ok(StartedEnv {
             listener,
             output: reader.into(),
-            process: Arc::new(ProcessGroup { pid }),
+            process: Arc::new(ProcessGroup {
+                pid,
+                status: std::sync::OnceLock::new(),
+            }),
             exited,
         })
     }
