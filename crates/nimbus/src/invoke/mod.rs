@@ -27,6 +27,12 @@ pub mod usage;
 
 use concurrency::{Concurrency, Throttle};
 
+/// How long an invocation runs before its START line is written on its own. Quicker ones
+/// write START, END and REPORT together (one write, and no wake-up of the log writer while
+/// the function runs); slower ones show their start to log readers (`logs --follow`) after
+/// this long.
+const START_VISIBLE_AFTER: Duration = Duration::from_millis(10);
+
 /// One invocation to run.
 pub struct InvokeRequest {
     pub function: Arc<FunctionConfig>,
@@ -344,14 +350,28 @@ impl Invoker {
             Outcome::Exited(wait_exit(&mut env.exit).await)
         } else {
             let mut exit = env.exit.clone();
-            tokio::select! {
-                biased;
-                reply = reply_rx => match reply {
-                    Ok(r) => Outcome::Reply(r),
-                    Err(_) => Outcome::Exited(wait_exit(&mut exit).await),
-                },
-                desc = wait_exit(&mut exit) => Outcome::Exited(desc),
-                _ = tokio::time::sleep(timeout) => Outcome::Timeout,
+            let mut reply_rx = reply_rx;
+            // One timer: first until START must be visible, then until the deadline.
+            let mut start_written = false;
+            let sleep = tokio::time::sleep(START_VISIBLE_AFTER.min(timeout));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    biased;
+                    reply = &mut reply_rx => break match reply {
+                        Ok(r) => Outcome::Reply(r),
+                        Err(_) => Outcome::Exited(wait_exit(&mut exit).await),
+                    },
+                    desc = wait_exit(&mut exit) => break Outcome::Exited(desc),
+                    _ = &mut sleep => {
+                        if start_written || timeout <= START_VISIBLE_AFTER {
+                            break Outcome::Timeout;
+                        }
+                        env.logs.flush_start();
+                        start_written = true;
+                        sleep.as_mut().reset(tokio::time::Instant::from_std(started + timeout));
+                    }
+                }
             }
         };
         let elapsed = started.elapsed();

@@ -13,6 +13,7 @@ use std::io::{self, BufRead, Write};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
@@ -142,8 +143,13 @@ impl LogStore {
             .open(self.stream_path(account, group, stream))?;
         let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(output)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_stream(pipe, file, rx));
-        Ok(LogSink { ctl: tx })
+        let pending_start = Arc::new(std::sync::Mutex::new(None));
+        tokio::spawn(run_stream(pipe, file, rx, pending_start.clone()));
+        Ok(LogSink {
+            ctl: tx,
+            pending_start,
+            started: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// Log groups whose name starts with `prefix`, sorted.
@@ -215,14 +221,28 @@ fn parse_line(line: &[u8]) -> Option<LogEvent> {
 #[derive(Clone)]
 pub struct LogSink {
     ctl: mpsc::UnboundedSender<Ctl>,
+    /// The START line of the invocation that began and has not been written yet, with its
+    /// time. Handing it over here wakes nobody: the writer takes it before anything else it
+    /// writes (the function's output, END, REPORT), so a short invocation's START, END and
+    /// REPORT reach the file in one write, and a long one's START is written when the
+    /// invoker asks ([`LogSink::flush_start`]).
+    pending_start: PendingStart,
+    /// Invocations started on this stream: numbers each START and its Finish, so a START
+    /// handed over before the previous invocation's END was written waits its turn.
+    started: Arc<AtomicU64>,
 }
 
+/// (invocation number, time, START line).
+type PendingStart = Arc<std::sync::Mutex<Option<(u64, u64, String)>>>;
+
 enum Ctl {
-    /// A platform line that opens an invocation (START).
-    Start(String),
+    /// Write the pending START now (the invocation is taking a while).
+    FlushStart,
     /// Platform lines that close it (timeout line, END, REPORT); the invocation's whole log
     /// text is sent back when asked for.
     Finish {
+        /// Which invocation (its number from [`LogSink::start`]).
+        seq: u64,
         lines: Vec<String>,
         report: Option<Report>,
         text: Option<oneshot::Sender<String>>,
@@ -232,8 +252,18 @@ enum Ctl {
 }
 
 impl LogSink {
+    /// Opens an invocation with its START line (written before anything else of it).
     pub fn start(&self, line: String) {
-        let _ = self.ctl.send(Ctl::Start(line));
+        let seq = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Ok(mut slot) = self.pending_start.lock() {
+            *slot = Some((seq, now_ms(), line));
+        }
+    }
+
+    /// Writes the pending START now: a reader (`logs --follow`) must see a long invocation
+    /// start, not only end.
+    pub fn flush_start(&self) {
+        let _ = self.ctl.send(Ctl::FlushStart);
     }
 
     pub fn line(&self, line: String) {
@@ -248,9 +278,11 @@ impl LogSink {
         report: Option<Report>,
         want_text: bool,
     ) -> Option<String> {
+        let seq = self.started.load(Ordering::Acquire);
         if want_text {
             let (tx, rx) = oneshot::channel();
             let _ = self.ctl.send(Ctl::Finish {
+                seq,
                 lines,
                 report,
                 text: Some(tx),
@@ -258,6 +290,7 @@ impl LogSink {
             rx.await.ok()
         } else {
             let _ = self.ctl.send(Ctl::Finish {
+                seq,
                 lines,
                 report,
                 text: None,
@@ -326,10 +359,30 @@ impl StreamWriter {
     }
 }
 
+impl StreamWriter {
+    /// Emits the pending START of invocation `seq`, if it is pending: it goes before every
+    /// other line of its invocation.
+    fn open_pending(&mut self, pending: &PendingStart, seq: u64) {
+        let Some((_, ts, line)) = pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.take_if(|(n, _, _)| *n == seq))
+        else {
+            return;
+        };
+        // The first invocation's text keeps what init printed before it.
+        if self.invocation.is_none() {
+            self.invocation = Some(String::new());
+        }
+        self.emit(ts, line.as_bytes());
+    }
+}
+
 async fn run_stream(
     pipe: tokio::net::unix::pipe::Receiver,
     file: File,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    pending: PendingStart,
 ) {
     let mut w = StreamWriter {
         file,
@@ -342,23 +395,22 @@ async fn run_stream(
     let mut eof = false;
     // Peak memory of the environment so far: kept for when its process is already gone.
     let mut max_memory: u64 = 0;
+    // The last invocation whose END was written: the next one's START may go out.
+    let mut finished: u64 = 0;
     loop {
         tokio::select! {
             biased;
             msg = ctl.recv() => {
                 let Some(msg) = msg else { break };
                 match msg {
-                    Ctl::Start(line) => {
-                        // The first invocation's text keeps what init printed before it.
-                        if w.invocation.is_none() {
-                            w.invocation = Some(String::new());
-                        }
-                        // Written at once: a reader (`logs --follow`) must see a long
-                        // invocation start, not only end.
+                    Ctl::FlushStart => w.open_pending(&pending, finished + 1),
+                    Ctl::Line(line) => {
+                        w.open_pending(&pending, finished + 1);
                         w.emit(now_ms(), line.as_bytes());
                     }
-                    Ctl::Line(line) => w.emit(now_ms(), line.as_bytes()),
-                    Ctl::Finish { lines, report, text } => {
+                    Ctl::Finish { seq, lines, report, text } => {
+                        w.open_pending(&pending, seq);
+                        finished = seq;
                         // What the function wrote before it answered is already in the pipe.
                         if !eof {
                             eof = drain_now(&pipe, &mut buf, &mut w);
@@ -397,12 +449,15 @@ async fn run_stream(
                 if ready.is_err() {
                     eof = true;
                 } else {
+                    // The function's output follows its invocation's START.
+                    w.open_pending(&pending, finished + 1);
                     eof = drain(&pipe, &mut buf, &mut w);
                     w.write();
                 }
             }
         }
     }
+    w.open_pending(&pending, finished + 1);
     if !eof {
         drain_now(&pipe, &mut buf, &mut w);
     }
