@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import configparser
 import datetime
+import http.client
 import json
 import os
+import socket
 import stat
+import time
+import urllib.request
 from unittest import mock
 
 import pytest
@@ -79,6 +83,44 @@ def test_tampered_body_is_403_invalid_signature(server, basic_functions):
     prepared = request.prepare()
     resp = http_request(server.endpoint, "POST", path, b'{"echo": 2}', dict(prepared.headers))
     assert_auth_error(resp, "InvalidSignatureException")
+
+
+@pytest.mark.parametrize("key, error_type", [
+    (None, "MissingAuthenticationTokenException"),
+    ("AKIDUNKNOWN", "UnrecognizedClientException"),
+])
+def test_unauthenticated_upload_is_refused_before_its_body_arrives(server, key, error_type):
+    """A CreateFunction that declares 60 MB but sends 4 KB is answered at once: the server
+    must not wait for (or buffer) a body it cannot authenticate."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    headers = {"Host": f"127.0.0.1:{server.port}", "Content-Type": "application/json"}
+    if key:
+        request = AWSRequest(method="POST", url=server.endpoint + LIST, headers=headers)
+        SigV4Auth(Credentials(key, "whatever"), "lambda", REGION).add_auth(request)
+        headers = dict(request.headers.items())
+    headers["Content-Length"] = "60000000"
+    head = f"POST {LIST} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(head.encode() + b"\r\n" + b'{"FunctionName": "' + b"x" * 4096)
+        # Nothing more is sent: a server waiting for the body times this read out.
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        body = resp.read()
+        elapsed = time.monotonic() - started
+
+    assert resp.status == 403, (resp.status, body[:300])
+    assert resp.getheader("x-amzn-errortype") == error_type
+    assert json.loads(body)["message"], body
+    assert elapsed < 5, f"answered after {elapsed:.1f} s"
+
+    with urllib.request.urlopen(server.endpoint + "/nimbus/health", timeout=5) as health:
+        assert health.status == 200
+    assert "Functions" in server.lam.list_functions()
 
 
 def test_signed_requests_with_any_region_and_quoted_arns_are_accepted(server, basic_functions):

@@ -21,6 +21,15 @@ enum InvocationType {
     DryRun,
 }
 
+/// The largest payload Invoke accepts for an `X-Amz-Invocation-Type` (the default is
+/// `RequestResponse`; an invalid type is refused later, on its own).
+pub fn payload_limit(invocation_type: Option<&str>) -> usize {
+    match invocation_type {
+        Some("Event") => limits::ASYNC_PAYLOAD_MAX,
+        _ => limits::SYNC_PAYLOAD_MAX,
+    }
+}
+
 pub async fn invoke(
     state: &Arc<AppState>,
     ctx: &Ctx,
@@ -48,10 +57,7 @@ pub async fn invoke(
             )));
         }
     };
-    let limit = match kind {
-        InvocationType::Event => limits::ASYNC_PAYLOAD_MAX,
-        _ => limits::SYNC_PAYLOAD_MAX,
-    };
+    let limit = payload_limit(req.header("x-amz-invocation-type"));
     if req.body.len() > limit {
         return Err(too_large(limit, "InvokeFunction"));
     }
@@ -189,8 +195,8 @@ pub async fn invoke_async_legacy(
     req: &ApiRequest,
     f: &str,
 ) -> Result<Resp, ApiError> {
-    if req.body.len() > 262_144 {
-        return Err(too_large(262_144, "InvokeAsync"));
+    if req.body.len() > limits::INVOKE_ASYNC_PAYLOAD_MAX {
+        return Err(too_large(limits::INVOKE_ASYNC_PAYLOAD_MAX, "InvokeAsync"));
     }
     let (_, function) = resolve(state, ctx, f, None)?;
     let payload = if req.body.is_empty() {

@@ -20,6 +20,7 @@ pub mod wire;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -113,6 +114,15 @@ fn parse_query(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The path's non-empty segments, percent-decoded: what [`dispatch`] routes on.
+fn path_segments(raw_path: &str) -> Vec<String> {
+    raw_path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
+}
+
 /// Serves HTTP/1.1 on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -185,30 +195,27 @@ async fn route(
         _ => {}
     }
 
-    let declared = req
-        .headers()
+    let (parts, body) = req.into_parts();
+    // Refuse what cannot be authentic on its headers alone, before buffering a body: the
+    // signature covers the body, but nothing else that can fail needs it.
+    let pending = crate::auth::precheck(&parts.headers, &state.keys, SystemTime::now())?;
+    let segments = path_segments(&raw_path);
+    let limit = BodyLimit::of(&method, &segments, &parts.headers);
+    let declared = parts
+        .headers
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limits::CREATE_REQUEST_MAX) {
-        return Err(too_large(limits::CREATE_REQUEST_MAX, "this"));
+    if declared.is_some_and(|n| n > limit.read_at_most) {
+        return Err(limit.exceeded());
     }
-    let (parts, body) = req.into_parts();
-    let body = Limited::new(body, limits::CREATE_REQUEST_MAX)
+    let body = Limited::new(body, limit.read_at_most)
         .collect()
         .await
-        .map_err(|_| too_large(limits::CREATE_REQUEST_MAX, "this"))?
+        .map_err(|_| limit.exceeded())?
         .to_bytes();
 
-    let creds = crate::auth::verify(
-        method.as_str(),
-        &raw_path,
-        &raw_query,
-        &parts.headers,
-        &body,
-        &state.keys,
-        std::time::SystemTime::now(),
-    )?;
+    let creds = pending.verify(method.as_str(), &raw_path, &raw_query, &body)?;
     let ctx = Ctx {
         account: creds.account_id.clone(),
         request_id: request_id.to_string(),
@@ -219,11 +226,6 @@ async fn route(
             .unwrap_or("127.0.0.1")
             .to_string(),
     };
-    let segments = raw_path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
     let req = ApiRequest {
         method,
         segments,
@@ -232,6 +234,65 @@ async fn route(
         body,
     };
     dispatch(state, &ctx, req).await
+}
+
+/// Invoke bodies this far past their payload limit are still read, so that the handler, which
+/// owns the exact check, answers them as it always has, and a client that sends a slightly
+/// oversized payload whole reads its 413 on a connection still open. Beyond it they are refused
+/// unread, with the same 413.
+const BODY_LIMIT_SLACK: usize = 64 * 1024;
+
+/// The cap on every body that is not a deployment package or a payload: JSON control-plane
+/// calls (the largest, UpdateFunctionConfiguration, is bounded by 4 KB of environment) and the
+/// CloudWatch Logs and SQS reads Nimbus serves, which take a few fields. Ours, not Lambda's.
+const CONTROL_REQUEST_MAX: usize = 1024 * 1024;
+
+/// How much body a route may send before it is authenticated, and the operation its 413 names.
+/// Keep in step with [`dispatch`]: a route missing here gets [`CONTROL_REQUEST_MAX`].
+struct BodyLimit {
+    /// The operation's own limit, as the 413 states it.
+    limit: usize,
+    operation: &'static str,
+    /// `limit`, plus [`BODY_LIMIT_SLACK`] where the handler checks the exact limit itself.
+    read_at_most: usize,
+}
+
+impl BodyLimit {
+    fn of(method: &Method, segments: &[String], headers: &HeaderMap) -> Self {
+        let exact = |limit, operation| Self {
+            limit,
+            operation,
+            read_at_most: limit,
+        };
+        let checked_by_handler = |limit, operation| Self {
+            limit,
+            operation,
+            read_at_most: limit + BODY_LIMIT_SLACK,
+        };
+        let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+        match (method, seg.as_slice()) {
+            (&Method::POST, ["2015-03-31", "functions"]) => {
+                exact(limits::CREATE_REQUEST_MAX, "CreateFunction")
+            }
+            (&Method::PUT, ["2015-03-31", "functions", _, "code"]) => {
+                exact(limits::CREATE_REQUEST_MAX, "UpdateFunctionCode")
+            }
+            (&Method::POST, ["2015-03-31", "functions", _, "invocations"]) => {
+                let invocation_type = headers
+                    .get("x-amz-invocation-type")
+                    .and_then(|v| v.to_str().ok());
+                checked_by_handler(invoke::payload_limit(invocation_type), "InvokeFunction")
+            }
+            (&Method::POST, ["2014-11-13", "functions", _, "invoke-async"]) => {
+                checked_by_handler(limits::INVOKE_ASYNC_PAYLOAD_MAX, "InvokeAsync")
+            }
+            _ => exact(CONTROL_REQUEST_MAX, "this"),
+        }
+    }
+
+    fn exceeded(&self) -> ApiError {
+        too_large(self.limit, self.operation)
+    }
 }
 
 async fn dispatch(state: &Arc<AppState>, ctx: &Ctx, req: ApiRequest) -> Result<Resp, ApiError> {
@@ -353,4 +414,93 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(body).map_err(|e| {
         ApiError::InvalidRequestContent(format!("Could not parse request body into json: {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (bytes read at most, the 413's message) for a request.
+    fn cap(
+        method: Method,
+        path: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> (usize, String) {
+        let segments = path_segments(path);
+        let mut map = HeaderMap::new();
+        for &(name, value) in headers {
+            map.insert(name, HeaderValue::from_static(value));
+        }
+        let limit = BodyLimit::of(&method, &segments, &map);
+        (limit.read_at_most, limit.exceeded().to_string())
+    }
+
+    #[test]
+    fn packages_are_read_up_to_the_create_request_cap() {
+        for (method, path, op) in [
+            (Method::POST, "/2015-03-31/functions", "CreateFunction"),
+            (
+                Method::PUT,
+                "/2015-03-31/functions/f/code",
+                "UpdateFunctionCode",
+            ),
+        ] {
+            assert_eq!(
+                cap(method, path, &[]),
+                (
+                    limits::CREATE_REQUEST_MAX,
+                    format!("Request must be smaller than 69905067 bytes for the {op} operation")
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn invoke_bodies_are_capped_near_their_payload_limit_with_the_handlers_413() {
+        let path =
+            "/2015-03-31/functions/arn:aws:lambda:us-east-1:123456789012:function:f/invocations";
+        for (invocation_type, limit) in [
+            (None, limits::SYNC_PAYLOAD_MAX),
+            (Some("RequestResponse"), limits::SYNC_PAYLOAD_MAX),
+            (Some("DryRun"), limits::SYNC_PAYLOAD_MAX),
+            (Some("Event"), limits::ASYNC_PAYLOAD_MAX),
+        ] {
+            let headers: Vec<_> = invocation_type
+                .map(|t| ("x-amz-invocation-type", t))
+                .into_iter()
+                .collect();
+            let handler_says = too_large(limit, "InvokeFunction").to_string();
+            assert_eq!(
+                cap(Method::POST, path, &headers),
+                (limit + BODY_LIMIT_SLACK, handler_says),
+                "{invocation_type:?}"
+            );
+        }
+        let legacy = cap(Method::POST, "/2014-11-13/functions/f/invoke-async/", &[]);
+        assert_eq!(
+            legacy,
+            (
+                limits::INVOKE_ASYNC_PAYLOAD_MAX + BODY_LIMIT_SLACK,
+                too_large(limits::INVOKE_ASYNC_PAYLOAD_MAX, "InvokeAsync").to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn everything_else_is_capped_at_a_mebibyte() {
+        for (method, path) in [
+            (Method::PUT, "/2015-03-31/functions/f/configuration"),
+            (Method::PUT, "/2019-09-25/functions/f/event-invoke-config"),
+            (Method::POST, "/2015-03-31/functions/f/aliases"),
+            (Method::POST, "/"),
+            (Method::GET, "/2015-03-31/functions"),
+            (Method::POST, "/2015-03-31/functions/f/no-such-thing"),
+        ] {
+            assert_eq!(
+                cap(method.clone(), path, &[]).0,
+                CONTROL_REQUEST_MAX,
+                "{method} {path}"
+            );
+        }
+    }
 }

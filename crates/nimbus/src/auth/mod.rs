@@ -8,4 +8,6 @@
 
 pub mod sigv4;
 
-pub use sigv4::{AuthError, Credentials, KeyStore, SigningParams, sign_request, verify};
+pub use sigv4::{
+    AuthError, Credentials, KeyStore, Pending, SigningParams, precheck, sign_request, verify,
+};

@@ -6,6 +6,9 @@
 //! This module owns the key store and its derived-key cache; it must not render HTTP responses
 //! (the API layer uses [`AuthError::code`] and [`AuthError::status`]) or decide authorisation.
 //! Presigned URLs (signature in the query) are not accepted: no Lambda client sends them.
+//! The check comes in two steps, [`precheck`] on the headers and [`Pending::verify`] on the
+//! rest, because the signature covers the body: a server must be able to turn away a request
+//! that cannot be authentic before it buffers a body of up to tens of megabytes.
 //!
 //! It runs on every invoke. The four-HMAC key derivation is cached per (access key, date,
 //! region, service), which leaves one SHA-256 of the body, one of the canonical request (built
@@ -143,7 +146,8 @@ fn incomplete(message: impl Into<String>) -> AuthError {
 }
 
 /// Checks a request signed with an `Authorization: AWS4-HMAC-SHA256 …` header and returns the
-/// key that signed it.
+/// key that signed it: [`precheck`] and [`Pending::verify`] in one call, for a caller that
+/// already holds the body.
 ///
 /// `raw_path` is the path exactly as received (still percent-encoded), `raw_query` the raw
 /// query string ("" if none). `host` must be among `headers` (so it is for HTTP/1.1; an HTTP/2
@@ -157,6 +161,18 @@ pub fn verify<'k>(
     keys: &'k KeyStore,
     now: SystemTime,
 ) -> Result<&'k Credentials, AuthError> {
+    precheck(headers, keys, now)?.verify(method, raw_path, raw_query, body)
+}
+
+/// Every check that needs only the headers: the `Authorization` header and its credential
+/// scope parse, the date is within [`MAX_CLOCK_SKEW_SECS`] of `now`, the access key is known
+/// and no session token is sent. A request that fails here fails [`verify`] with the same
+/// error, so a server can refuse it before reading a byte of its body.
+pub fn precheck<'r, 'k>(
+    headers: &'r HeaderMap,
+    keys: &'k KeyStore,
+    now: SystemTime,
+) -> Result<Pending<'r, 'k>, AuthError> {
     let claim = Claim::parse(headers)?;
     let scope = CredentialScope::parse(claim.credential)?;
     check_time(&claim.time, scope.date, unix_secs(now))?;
@@ -166,34 +182,71 @@ pub fn verify<'k>(
     if headers.contains_key("x-amz-security-token") {
         return Err(AuthError::UnrecognizedClient);
     }
+    Ok(Pending {
+        headers,
+        claim,
+        scope,
+        credentials,
+        keys,
+    })
+}
 
-    let mut body_hash = [0; 64];
-    let payload_hash = payload_hash(headers, body, &mut body_hash)?;
-    let mut canonical = CanonicalRequest::start(method, raw_path, raw_query);
-    for name in claim.signed_headers.split(';') {
-        let values = headers.get_all(name).iter();
-        canonical.header(name, values.map(HeaderValue::as_bytes));
-    }
-    let canonical = canonical.finish(claim.signed_headers, payload_hash);
-    let cached = keys.signing_keys().get(scope.cache_key).cloned();
-    let secret = &credentials.secret_access_key;
-    let mac = cached
-        .clone()
-        .unwrap_or_else(|| signing_mac(secret, scope.scope));
-    let expected = signature(mac.clone(), &claim.time, scope.scope, &canonical);
-    if !constant_time_eq(&expected, claim.signature.as_bytes()) {
-        let canonical_request = String::from_utf8_lossy(&canonical);
-        tracing::debug!(%canonical_request, access_key_id = scope.access_key_id, "SigV4 signature mismatch");
-        return Err(AuthError::SignatureMismatch);
-    }
-    if cached.is_none() {
-        let mut cache = keys.signing_keys();
-        if cache.len() >= MAX_CACHED_SIGNING_KEYS {
-            cache.clear();
+/// A request whose headers passed [`precheck`]; only the signature over the whole request,
+/// body included, is left to check. It proves nothing yet: anyone who has seen an access key
+/// id can write headers that get this far.
+pub struct Pending<'r, 'k> {
+    headers: &'r HeaderMap,
+    claim: Claim<'r>,
+    scope: CredentialScope<'r>,
+    credentials: &'k Credentials,
+    keys: &'k KeyStore,
+}
+
+impl<'k> Pending<'_, 'k> {
+    /// Checks the signature over the request line, the signed headers and `body`, and returns
+    /// the key that signed it. `raw_path` and `raw_query` are as [`verify`] takes them.
+    pub fn verify(
+        self,
+        method: &str,
+        raw_path: &str,
+        raw_query: &str,
+        body: &[u8],
+    ) -> Result<&'k Credentials, AuthError> {
+        let Self {
+            headers,
+            claim,
+            scope,
+            credentials,
+            keys,
+        } = self;
+        let mut body_hash = [0; 64];
+        let payload_hash = payload_hash(headers, body, &mut body_hash)?;
+        let mut canonical = CanonicalRequest::start(method, raw_path, raw_query);
+        for name in claim.signed_headers.split(';') {
+            let values = headers.get_all(name).iter();
+            canonical.header(name, values.map(HeaderValue::as_bytes));
         }
-        cache.insert(scope.cache_key.into(), mac);
+        let canonical = canonical.finish(claim.signed_headers, payload_hash);
+        let cached = keys.signing_keys().get(scope.cache_key).cloned();
+        let secret = &credentials.secret_access_key;
+        let mac = cached
+            .clone()
+            .unwrap_or_else(|| signing_mac(secret, scope.scope));
+        let expected = signature(mac.clone(), &claim.time, scope.scope, &canonical);
+        if !constant_time_eq(&expected, claim.signature.as_bytes()) {
+            let canonical_request = String::from_utf8_lossy(&canonical);
+            tracing::debug!(%canonical_request, access_key_id = scope.access_key_id, "SigV4 signature mismatch");
+            return Err(AuthError::SignatureMismatch);
+        }
+        if cached.is_none() {
+            let mut cache = keys.signing_keys();
+            if cache.len() >= MAX_CACHED_SIGNING_KEYS {
+                cache.clear();
+            }
+            cache.insert(scope.cache_key.into(), mac);
+        }
+        Ok(credentials)
     }
-    Ok(credentials)
 }
 
 /// What [`sign_request`] needs besides the request.

@@ -26,6 +26,8 @@ pub mod limits {
     pub const RUNTIME_RESPONSE_MAX: usize = 6_291_556;
     /// Asynchronous (`Event`) payloads: we pick the current 1 MB limit.
     pub const ASYNC_PAYLOAD_MAX: usize = 1_048_576;
+    /// The deprecated InvokeAsync's payloads (256 KB).
+    pub const INVOKE_ASYNC_PAYLOAD_MAX: usize = 262_144;
     /// The live service's cap on a CreateFunction/UpdateFunctionCode request (50 MiB zip, base64).
     pub const CREATE_REQUEST_MAX: usize = 69_905_067;
     /// Deployment package: 50 MB zipped, 250 MB unzipped.

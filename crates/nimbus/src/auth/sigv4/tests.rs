@@ -577,6 +577,144 @@ fn malformed_authorization_is_an_incomplete_signature() {
     }
 }
 
+/// Header faults each with the error [`verify`] gives them: [`precheck`] must give the same
+/// one without being shown a body.
+fn header_faults() -> Vec<(&'static str, Request, AuthError)> {
+    let original = botocore_client();
+    let good = original.authorization().to_owned();
+    let with = |name: &str, value: &str| {
+        let mut request = original.clone();
+        request.set(name, value);
+        request
+    };
+    let mut unsigned = original.clone();
+    unsigned.headers.remove(AUTHORIZATION);
+    let mut undated = original.clone();
+    undated.headers.remove("x-amz-date");
+    vec![
+        (
+            "no Authorization",
+            unsigned,
+            AuthError::MissingAuthenticationToken,
+        ),
+        (
+            "another scheme",
+            with("authorization", "Bearer abc"),
+            incomplete(
+                "Authorization header requires 'Credential' parameter. Authorization header \
+                 requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter.",
+            ),
+        ),
+        (
+            "a bad terminator",
+            with(
+                "authorization",
+                &good.replace("aws4_request", "aws5_request"),
+            ),
+            incomplete(
+                "Credential should be scoped with a valid terminator: 'aws4_request', not 'aws5_request'.",
+            ),
+        ),
+        (
+            "no date",
+            undated,
+            incomplete(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+            ),
+        ),
+        (
+            "an unknown key",
+            with(
+                "authorization",
+                &good.replace("Credential=testing/", "Credential=AKIDUNKNOWN/"),
+            ),
+            AuthError::UnrecognizedClient,
+        ),
+        (
+            "a session token",
+            with(
+                "x-amz-security-token",
+                "FwoGZXIvYXdzEJr//////////wEaDOEXAMPLE",
+            ),
+            AuthError::UnrecognizedClient,
+        ),
+        (
+            "an old date",
+            with("x-amz-date", "20250101T110000Z"),
+            AuthError::InvalidSignature(
+                "Signature expired: 20250101T110000Z is now earlier than 20250101T115530Z \
+                 (20250101T120030Z - 5 min.)"
+                    .into(),
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn precheck_refuses_header_faults_as_verify_does_without_the_body() {
+    let keys = testing_keys();
+    let now = at(BOTOCORE_NOW);
+    for (fault, request, expected) in header_faults() {
+        let early = precheck(&request.headers, &keys, now).err();
+        assert_eq!(early.as_ref(), Some(&expected), "{fault}");
+        assert_eq!(request.verify(&keys, now), Err(expected), "{fault}");
+    }
+}
+
+#[test]
+fn a_request_that_passes_precheck_is_still_verified_against_its_body() {
+    let keys = testing_keys();
+    let now = at(BOTOCORE_NOW);
+    let request = botocore_client();
+    let finish = |keys: &KeyStore, body: &[u8]| {
+        let pending = precheck(&request.headers, keys, now)
+            .expect("a well-formed header from a known key passes");
+        let verified = pending.verify(&request.method, &request.path, &request.query, body);
+        verified.map(|credentials| credentials.access_key_id.clone())
+    };
+    assert_eq!(finish(&keys, &request.body), Ok("testing".to_owned()));
+
+    let mut tampered = request.body.clone();
+    tampered[10] ^= 1;
+    assert_eq!(finish(&keys, &tampered), Err(AuthError::SignatureMismatch));
+
+    // A wrong secret does not show in the headers: only the full check can catch it.
+    let wrong_secret = store("testing", "testinG");
+    assert_eq!(
+        finish(&wrong_secret, &request.body),
+        Err(AuthError::SignatureMismatch)
+    );
+}
+
+#[test]
+fn a_signed_body_hash_is_checked_after_precheck() {
+    let keys = testing_keys();
+    let now = at("20250101T120000Z");
+    let body_hash = hex32(&Sha256::digest(b"one"));
+    let request = Request::signed(
+        &testing_params(now),
+        "POST",
+        "/",
+        "",
+        &[
+            ("host", "h"),
+            (
+                "x-amz-content-sha256",
+                std::str::from_utf8(&body_hash).unwrap(),
+            ),
+        ],
+        b"one",
+    );
+    let pending = precheck(&request.headers, &keys, now).expect("the headers are well formed");
+    let error = pending.verify("POST", "/", "", b"two").unwrap_err();
+    assert_eq!(
+        error,
+        AuthError::InvalidSignature(
+            "The provided 'x-amz-content-sha256' header does not match what was computed.".into()
+        )
+    );
+}
+
 #[test]
 fn round_trips_through_sign_request() {
     let params = SigningParams {
