@@ -1005,6 +1005,15 @@ mod tests {
     }
 
     #[test]
+    fn billing_uses_the_exact_duration_not_the_printed_one() {
+        let line = report_line("r", Duration::from_micros(1_003), 128, 0, None, None);
+        assert!(
+            line.contains("Duration: 1.00 ms\tBilled Duration: 2 ms"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn tail_cuts_at_a_character_boundary() {
         assert_eq!(tail("abcdef", 3), "def");
         assert_eq!(tail("é", 1), "");
