@@ -20,6 +20,9 @@ pub enum ApiError {
     InvalidParameterValue(String),
     #[error("{0}")]
     InvalidRequestContent(String),
+    /// CloudWatch Logs' name for a bad parameter (e.g. a `nextToken` it never issued).
+    #[error("{0}")]
+    InvalidParameter(String),
     #[error("{0}")]
     ResourceNotFound(String),
     #[error("{0}")]
@@ -105,6 +108,11 @@ impl ApiError {
             ApiError::InvalidRequestContent(_) => (
                 StatusCode::BAD_REQUEST,
                 "InvalidRequestContentException",
+                "message",
+            ),
+            ApiError::InvalidParameter(_) => (
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterException",
                 "message",
             ),
             ApiError::ResourceNotFound(_) => (

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use hyper::StatusCode;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Ctx, Resp, parse_body};
+use crate::logs::{GroupPosition, GroupQuery, TimeRange};
 
 const MAX_EVENTS: usize = 10_000;
 
@@ -142,114 +144,194 @@ fn describe_streams(state: &AppState, ctx: &Ctx, q: DescribeStreams) -> Result<R
     Ok(logs_json(&json!({ "logStreams": out })))
 }
 
-fn in_range(ts: u64, start: Option<u64>, end: Option<u64>) -> bool {
-    start.is_none_or(|s| ts >= s) && end.is_none_or(|e| ts < e)
+fn internal(e: std::io::Error) -> ApiError {
+    ApiError::Internal(format!("reading a log stream: {e}"))
+}
+
+fn bad_token() -> ApiError {
+    ApiError::InvalidParameter("The specified nextToken is invalid.".into())
+}
+
+/// A GetLogEvents position: `f/<offset>` reads forward from that byte offset of the stream,
+/// `b/<offset>` reads the events that end before it. As on AWS, a read at the end answers
+/// with the token it was given.
+enum StreamToken {
+    Forward(u64),
+    Backward(u64),
+}
+
+impl StreamToken {
+    fn parse(token: &str) -> Result<Self, ApiError> {
+        let offset = |o: &str| o.parse::<u64>().map_err(|_| bad_token());
+        match token.split_once('/') {
+            Some(("f", o)) => Ok(StreamToken::Forward(offset(o)?)),
+            Some(("b", o)) => Ok(StreamToken::Backward(offset(o)?)),
+            _ => Err(bad_token()),
+        }
+    }
 }
 
 fn get_events(state: &AppState, ctx: &Ctx, q: GetEvents) -> Result<Resp, ApiError> {
-    if state
-        .logs
-        .streams(&ctx.account, &q.log_group_name)
-        .is_none()
-    {
+    if !state.logs.group_exists(&ctx.account, &q.log_group_name) {
         return Err(not_found());
     }
-    let events: Vec<_> = state
-        .logs
-        .read_stream(&ctx.account, &q.log_group_name, &q.log_stream_name)
-        .into_iter()
-        .filter(|e| in_range(e.timestamp, q.start_time, q.end_time))
-        .collect();
-    let limit = q.limit.unwrap_or(MAX_EVENTS).clamp(1, MAX_EVENTS);
-    // Tokens are `f/<index>` (forward, resume at index) or `b/<index>` (backward, end at index).
-    let (start, end) = match q.next_token.as_deref().and_then(|t| t.split_once('/')) {
-        Some(("f", i)) => {
-            let i = i.parse::<usize>().unwrap_or(0).min(events.len());
-            (i, (i + limit).min(events.len()))
-        }
-        Some(("b", i)) => {
-            let i = i.parse::<usize>().unwrap_or(0).min(events.len());
-            (i.saturating_sub(limit), i)
-        }
-        _ if q.start_from_head == Some(true) => (0, limit.min(events.len())),
-        _ => (events.len().saturating_sub(limit), events.len()),
+    let range = TimeRange {
+        start: q.start_time,
+        end: q.end_time,
     };
-    let page: Vec<Value> = events[start..end]
+    let limit = q.limit.unwrap_or(MAX_EVENTS).clamp(1, MAX_EVENTS);
+    let token = q
+        .next_token
+        .as_deref()
+        .map(StreamToken::parse)
+        .transpose()?;
+    let (account, group, stream) = (&ctx.account, &q.log_group_name, &q.log_stream_name);
+    let page = match token {
+        Some(StreamToken::Forward(o)) => {
+            state
+                .logs
+                .page_forward(account, group, stream, Some(o), range, limit)
+        }
+        Some(StreamToken::Backward(o)) => {
+            state
+                .logs
+                .page_backward(account, group, stream, Some(o), range, limit)
+        }
+        // Without a token AWS starts at the newest events unless asked for the oldest.
+        None if q.start_from_head == Some(true) => state
+            .logs
+            .page_forward(account, group, stream, None, range, limit),
+        None => state
+            .logs
+            .page_backward(account, group, stream, None, range, limit),
+    }
+    .map_err(internal)?;
+    let events: Vec<Value> = page
+        .events
         .iter()
-        .map(|e| json!({"timestamp": e.timestamp, "message": e.message, "ingestionTime": e.timestamp}))
+        .map(|e| json!({"timestamp": e.event.timestamp, "message": e.event.message, "ingestionTime": e.event.timestamp}))
         .collect();
     Ok(logs_json(&json!({
-        "events": page,
-        "nextForwardToken": format!("f/{end}"),
-        "nextBackwardToken": format!("b/{start}"),
+        "events": events,
+        "nextForwardToken": format!("f/{}", page.forward),
+        "nextBackwardToken": format!("b/{}", page.backward),
     })))
 }
 
+/// Characters of a stream name kept as they are in a FilterLogEvents token.
+const TOKEN_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'.');
+
+/// A FilterLogEvents token: `<timestamp>-<offset>-<stream, percent-encoded>`, the
+/// (timestamp, stream, offset) key at and above which the next page's events are.
+fn group_token(p: &GroupPosition) -> String {
+    format!(
+        "{}-{}-{}",
+        p.timestamp,
+        p.offset,
+        utf8_percent_encode(&p.stream, TOKEN_NAME)
+    )
+}
+
+fn parse_group_token(token: &str) -> Result<GroupPosition, ApiError> {
+    let mut parts = token.splitn(3, '-');
+    let (Some(ts), Some(offset), Some(stream)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad_token());
+    };
+    Ok(GroupPosition {
+        timestamp: ts.parse().map_err(|_| bad_token())?,
+        offset: offset.parse().map_err(|_| bad_token())?,
+        stream: percent_decode_str(stream)
+            .decode_utf8()
+            .map_err(|_| bad_token())?
+            .into_owned(),
+    })
+}
+
 fn filter_events(state: &AppState, ctx: &Ctx, q: FilterEvents) -> Result<Resp, ApiError> {
-    let streams = state
-        .logs
-        .streams(&ctx.account, &q.log_group_name)
-        .ok_or_else(not_found)?;
     let pattern = q
         .filter_pattern
         .as_deref()
         .map(|p| p.trim().trim_matches('"').to_string())
         .filter(|p| !p.is_empty());
-    let mut events = Vec::new();
-    let mut searched = Vec::new();
-    for s in streams {
-        if let Some(names) = &q.log_stream_names
-            && !names.contains(&s.name)
-        {
-            continue;
-        }
-        if let Some(p) = &q.log_stream_name_prefix
-            && !s.name.starts_with(p.as_str())
-        {
-            continue;
-        }
-        for (i, e) in state
-            .logs
-            .read_stream(&ctx.account, &q.log_group_name, &s.name)
-            .into_iter()
-            .enumerate()
-        {
-            if in_range(e.timestamp, q.start_time, q.end_time)
-                && pattern.as_deref().is_none_or(|p| e.message.contains(p))
-            {
-                events.push((s.name.clone(), i, e));
-            }
-        }
-        searched.push(json!({"logStreamName": s.name, "searchedCompletely": true}));
-    }
-    // Stable: by time, then by stream and position, so pages never reorder.
-    events.sort_by(|a, b| (a.2.timestamp, &a.0, a.1).cmp(&(b.2.timestamp, &b.0, b.1)));
-    let skip = q
-        .next_token
-        .as_deref()
-        .and_then(|t| t.parse::<usize>().ok())
-        .unwrap_or(0);
-    let limit = q.limit.unwrap_or(MAX_EVENTS).clamp(1, MAX_EVENTS);
-    let total = events.len();
-    let page: Vec<Value> = events
-        .into_iter()
-        .skip(skip)
-        .take(limit)
-        .map(|(stream, i, e)| {
+    let from = q.next_token.as_deref().map(parse_group_token).transpose()?;
+    let matches = |message: &str| pattern.as_deref().is_none_or(|p| message.contains(p));
+    let wanted = |name: &str| {
+        q.log_stream_names
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == name))
+            && q.log_stream_name_prefix
+                .as_deref()
+                .is_none_or(|p| name.starts_with(p))
+    };
+    let query = GroupQuery {
+        range: TimeRange {
+            start: q.start_time,
+            end: q.end_time,
+        },
+        from: from.as_ref(),
+        limit: q.limit.unwrap_or(MAX_EVENTS).clamp(1, MAX_EVENTS),
+        matches: &matches,
+    };
+    let (searched, page) = state
+        .logs
+        .read_group(&ctx.account, &q.log_group_name, &wanted, &query)
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    let events: Vec<Value> = page
+        .events
+        .iter()
+        .map(|(stream, e)| {
             json!({
                 "logStreamName": stream,
-                "timestamp": e.timestamp,
-                "message": e.message,
-                "ingestionTime": e.timestamp,
-                "eventId": format!("{}-{i}-{stream}", e.timestamp),
+                "timestamp": e.event.timestamp,
+                "message": e.event.message,
+                "ingestionTime": e.event.timestamp,
+                "eventId": format!("{}-{}-{stream}", e.event.timestamp, e.offset),
             })
         })
         .collect();
-    let mut out = json!({"events": page, "searchedLogStreams": searched});
-    if skip + limit < total
-        && let Some(obj) = out.as_object_mut()
-    {
-        obj.insert("nextToken".into(), json!((skip + limit).to_string()));
+    let searched: Vec<Value> = searched
+        .into_iter()
+        .map(|name| json!({"logStreamName": name, "searchedCompletely": true}))
+        .collect();
+    let mut out = json!({"events": events, "searchedLogStreams": searched});
+    if let (Some(next), Some(obj)) = (&page.next, out.as_object_mut()) {
+        obj.insert("nextToken".into(), json!(group_token(next)));
     }
     Ok(logs_json(&out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_tokens_round_trip_any_stream_name() {
+        let p = GroupPosition {
+            timestamp: 1_700_000_000_123,
+            stream: "2026/01/01/[$LATEST]ab-cd é".into(),
+            offset: 4096,
+        };
+        let token = group_token(&p);
+        assert!(token.starts_with("1700000000123-4096-"), "{token}");
+        assert_eq!(parse_group_token(&token).unwrap(), p);
+    }
+
+    #[test]
+    fn unknown_tokens_are_rejected() {
+        for t in ["10000", "x-1-s", "1-x-s", "", "1-2"] {
+            assert!(parse_group_token(t).is_err(), "{t}");
+        }
+        for t in ["f/", "b/x", "3", "s/1"] {
+            assert!(StreamToken::parse(t).is_err(), "{t}");
+        }
+        assert!(matches!(
+            StreamToken::parse("f/12"),
+            Ok(StreamToken::Forward(12))
+        ));
+        assert!(matches!(
+            StreamToken::parse("b/0"),
+            Ok(StreamToken::Backward(0))
+        ));
+    }
 }

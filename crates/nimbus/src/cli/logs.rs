@@ -1,5 +1,10 @@
 //! `nimbus logs NAME [--follow]`: prints a function's log, and with `--follow` keeps
 //! printing new lines as they arrive.
+//!
+//! Each poll asks FilterLogEvents for the events from the newest millisecond already printed
+//! (skipping, by `eventId`, those of that millisecond it has printed). The server turns that
+//! time into a byte offset in each stream by binary search, so a poll reads what was appended
+//! since the last one, however long the streams are.
 
 use std::collections::HashSet;
 use std::io::Write;
