@@ -842,7 +842,12 @@ def test_no_invocation_is_lost_or_duplicated_when_reaping_races_with_scale_out(e
                 counts[text] += 1
         return counts if all(c >= 1 for c in counts.values()) else None
 
-    messages = s.wait_log(name, lambda ms: each_once(ms) is not None, timeout=30)
+    def complete(messages):
+        # The log writer adds REPORT after the caller has its answer: wait for all of them.
+        reports = sum(1 for m in messages if m.startswith("REPORT RequestId:"))
+        return each_once(messages) is not None and reports >= lanes * rounds
+
+    messages = s.wait_log(name, complete, timeout=30)
     counts = each_once(messages)
     assert all(c == 1 for c in counts.values()), \
         {m: c for m, c in counts.items() if c != 1}
