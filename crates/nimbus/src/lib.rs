@@ -29,3 +29,4 @@ pub mod runtime_api;
 pub mod runtimes;
 pub mod sandbox;
 pub mod store;
+pub mod workers;

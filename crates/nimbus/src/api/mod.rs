@@ -145,19 +145,34 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(state, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
+                match crate::workers::get() {
+                    // The connection moves to a worker's own reactor (decision 0009).
+                    Some(workers) => match stream.into_std() {
+                        Ok(stream) => workers.spawn_with(move || async move {
+                            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                                serve_connection(stream, state).await;
+                            }
+                        }),
+                        Err(e) => tracing::warn!("cannot hand a connection to a worker: {e}"),
+                    },
+                    None => {
+                        tokio::spawn(serve_connection(stream, state));
+                    }
+                }
             }
         }
     }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<AppState>) {
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(state, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+        .await;
 }
 
 /// Handles one request; never fails (errors are responses) and never panics the server: a

@@ -127,6 +127,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         }
     }
 
+    // Requests are served by one current-thread runtime per CPU (decision 0009).
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = crate::workers::install(
+        crate::workers::Workers::start(cpus).context("cannot start the worker threads")?,
+    );
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -164,6 +170,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     dispatcher.abort();
     reconciler.abort();
     reaper.abort();
+    workers.shutdown();
     invoker.shutdown();
     tracing::info!("stopped");
     Ok(())

@@ -200,7 +200,8 @@ impl Invoker {
                 let pool = pool.clone();
                 let config = t.config.clone();
                 let key = t.key.clone();
-                tokio::spawn(async move {
+                // On a worker, as on-demand environments, so invocations stay on one thread.
+                crate::workers::spawn(async move {
                     let r = me.start_environment(&config, "", true).await;
                     pool.provisioning.fetch_sub(1, Ordering::AcqRel);
                     match r {
@@ -283,7 +284,8 @@ impl Invoker {
         })?;
         let pool = self.pools.get(&pool_key(f));
         let env = loop {
-            match pool.lease_idle() {
+            let here = crate::workers::current();
+            match pool.lease_idle(|e| here.is_some() && e.home == here) {
                 // An idle environment can have died (killed from outside); never hand it out.
                 Some(env) if env.has_exited() => pool.discard(env),
                 Some(env) => break Some(env),
@@ -561,7 +563,8 @@ impl Invoker {
         let exited = started.exited;
         tokio::spawn(async move {
             let desc = exited.await;
-            process.cleanup();
+            // Removing a cgroup can wait for an RCU grace period: not on a worker's thread.
+            let _ = tokio::task::spawn_blocking(move || process.cleanup()).await;
             let _ = exit_tx.send(Some(desc));
         });
         let mut env = Environment {
@@ -574,6 +577,7 @@ impl Invoker {
             init_duration: None,
             provisioned: false,
             server,
+            home: crate::workers::current(),
         };
         let mut exit = env.exit.clone();
         let init_limit = Duration::from_secs(limits::INIT_TIMEOUT_S);

@@ -32,6 +32,8 @@ pub struct Environment {
     /// Started ahead of time for provisioned concurrency: never reaped, used first.
     pub provisioned: bool,
     pub server: tokio::task::JoinHandle<()>,
+    /// The worker thread its Runtime API and log writer run on (`None`: not a worker's).
+    pub home: Option<usize>,
 }
 
 impl Environment {
@@ -125,12 +127,19 @@ impl<E> Pool<E> {
     }
 
     /// Takes an idle environment — provisioned first, then the most recently used
-    /// on-demand one — counting it busy. `None`: the caller starts a new one (after
-    /// [`Pool::try_scale`] and [`Pool::lease_new`]).
-    pub fn lease_idle(&self) -> Option<E> {
-        let env = match self.provisioned_idle.lock().ok()?.pop() {
-            Some(env) => env,
-            None => self.idle.lock().ok()?.pop()?.env,
+    /// on-demand one — counting it busy. Among the most recently used few, one that is
+    /// `local` is taken first (one on the caller's own worker thread). `None`: the caller
+    /// starts a new one (after [`Pool::try_scale`] and [`Pool::lease_new`]).
+    pub fn lease_idle(&self, local: impl Fn(&E) -> bool) -> Option<E> {
+        let env = {
+            let mut provisioned = self.provisioned_idle.lock().ok()?;
+            match take_preferring(&mut provisioned, |e| local(e)) {
+                Some(env) => env,
+                None => {
+                    drop(provisioned);
+                    take_preferring(&mut *self.idle.lock().ok()?, |i| local(&i.env))?.env
+                }
+            }
         };
         self.busy.fetch_add(1, Ordering::AcqRel);
         Some(env)
@@ -257,6 +266,19 @@ impl<E> Pool<E> {
 
     pub fn busy_count(&self) -> usize {
         self.busy.load(Ordering::Acquire)
+    }
+}
+
+/// How far from the most recently used end [`Pool::lease_idle`] looks for a local environment.
+const LOCAL_SEARCH: usize = 32;
+
+/// Removes the last element that is `preferred` among the last [`LOCAL_SEARCH`], else the
+/// last one.
+fn take_preferring<T>(v: &mut Vec<T>, preferred: impl Fn(&T) -> bool) -> Option<T> {
+    let from = v.len().saturating_sub(LOCAL_SEARCH);
+    match v[from..].iter().rposition(preferred) {
+        Some(i) => Some(v.remove(from + i)),
+        None => v.pop(),
     }
 }
 
@@ -389,8 +411,28 @@ mod tests {
         p.lease_new();
         p.release(1, t0);
         p.release(2, t0 + Duration::from_secs(1));
-        assert_eq!(p.lease_idle(), Some(2));
+        assert_eq!(p.lease_idle(|_| false), Some(2));
         assert_eq!(p.busy_count(), 1);
+    }
+
+    #[test]
+    fn an_environment_of_the_callers_own_worker_is_leased_first() {
+        let pools: Pools<u32> = Pools::default();
+        let p = pools.get(&key("1"));
+        let t0 = Instant::now();
+        for i in 1..=4 {
+            p.lease_new();
+            p.release(i, t0 + Duration::from_secs(u64::from(i)));
+        }
+        // Odd numbers stand for the caller's worker: the most recent odd one, then the next.
+        assert_eq!(p.lease_idle(|e| e % 2 == 1), Some(3));
+        assert_eq!(p.lease_idle(|e| e % 2 == 1), Some(1));
+        // None local: the most recently used.
+        assert_eq!(p.lease_idle(|e| e % 2 == 1), Some(4));
+        // Reaping still goes oldest first.
+        p.release(3, t0 + Duration::from_secs(10));
+        let reaped = pools.reap(t0 + Duration::from_secs(9), Duration::from_secs(5));
+        assert_eq!(reaped, vec![2]);
     }
 
     #[test]
@@ -434,7 +476,7 @@ mod tests {
         p.lease_new();
         p.release(1, t0);
         p.add_provisioned(100);
-        assert_eq!(p.lease_idle(), Some(100));
+        assert_eq!(p.lease_idle(|_| false), Some(100));
         p.release_provisioned(100);
         let reaped = pools.reap(t0 + Duration::from_secs(3600), Duration::from_secs(10));
         assert_eq!(reaped, vec![1]);
