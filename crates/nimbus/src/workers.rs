@@ -102,8 +102,18 @@ impl Workers {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
-        let _ = self.queues[i].send(Box::new(move || {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.spawn_on(i, make);
+    }
+
+    /// Runs `make()` on worker `index` (modulo their number) and spawns its future there.
+    /// After [`Workers::shutdown`] the job is dropped unrun.
+    pub fn spawn_on<F, Fut>(&self, index: usize, make: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let _ = self.queues[index % self.queues.len()].send(Box::new(move || {
             tokio::spawn(make());
         }));
     }
@@ -167,6 +177,20 @@ mod tests {
             ]
         );
         assert_eq!(current(), None, "the test thread is not a worker");
+        workers.shutdown();
+    }
+
+    #[test]
+    fn a_job_can_be_sent_to_a_chosen_worker() {
+        let workers = Workers::start(2).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for index in [1, 1, 0, 3] {
+            let tx = tx.clone();
+            workers.spawn_on(index, move || async move { tx.send(current()).unwrap() });
+        }
+        let got: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
+        assert_eq!(got.iter().filter(|w| **w == Some(1)).count(), 3);
+        assert_eq!(got.iter().filter(|w| **w == Some(0)).count(), 1);
         workers.shutdown();
     }
 

@@ -270,7 +270,10 @@ impl Invoker {
             .map_err(|e| InvokeError::Internal(format!("invocation task failed: {e}")))?
     }
 
-    async fn invoke_to_end(&self, req: InvokeRequest) -> Result<InvokeResult, InvokeError> {
+    async fn invoke_to_end(
+        self: &Arc<Self>,
+        req: InvokeRequest,
+    ) -> Result<InvokeResult, InvokeError> {
         let f = &req.function;
         let counters = self.concurrency.function(&f.account, &f.name);
         let _permit = self.concurrency.admit(&counters).map_err(|t| {
@@ -321,6 +324,23 @@ impl Invoker {
                 }
             }
         };
+        // An environment of another worker: run the invocation there, next to its Runtime
+        // API and log writer, so it crosses threads twice (there and back) rather than at
+        // every step (decision 0009).
+        let here = crate::workers::current();
+        if let (Some(home), Some(workers)) = (env.home, crate::workers::get())
+            && here.is_some()
+            && here != Some(home)
+        {
+            let (tx, rx) = oneshot::channel();
+            let me = self.clone();
+            workers.spawn_on(home, move || async move {
+                let _ = tx.send(me.run_on(&pool, env, req).await);
+            });
+            return rx.await.map_err(|_| {
+                InvokeError::Internal("the invocation's worker stopped (shutdown)".into())
+            });
+        }
         Ok(self.run_on(&pool, env, req).await)
     }
 
