@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,21 +23,15 @@ use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
 
 use crate::args::Sizes;
-use crate::client::{Conn, Endpoint, Prepared};
+use crate::client::{Answer, Conn, Endpoint, Prepared};
 use crate::functions::{Packages, Runtime};
+use crate::sections::closed_loop::{MEASURE, STOP, WARM_UP, client, collect};
 use crate::stats::Summary;
 use crate::table::round;
 
-const WARM_UP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
 /// Unmeasured sending before each window (connections and the queue database are already up;
 /// this only gets every client into its loop).
 const WARM_UP_TIME: Duration = Duration::from_millis(100);
-/// Per client per cell, whatever the window: a loop must end even if time misbehaves.
-const MAX_REQUESTS_PER_CLIENT: u64 = 1_000_000;
-/// After the window, how long in-flight requests may take before their clients are abandoned.
-const DRAIN_CAP: Duration = Duration::from_secs(35);
 /// After the last cell, how long to wait for the dispatcher to empty the queue.
 const QUEUE_DRAIN_CAP: Duration = Duration::from_secs(2);
 const FUNCTION: &str = "enqueue-noop";
@@ -78,14 +72,6 @@ pub(crate) struct QueueAfter {
     /// Still queued when the section stopped waiting (they are discarded with the function).
     pub(crate) queue_depth: u64,
     pub(crate) waited_s: f64,
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    errors: u64,
-    throttled: u64,
-    latencies: Vec<Duration>,
 }
 
 pub(crate) async fn run(
@@ -162,6 +148,7 @@ async fn cell(
     window: Duration,
 ) -> anyhow::Result<EnqueueRow> {
     let phase = Arc::new(AtomicU8::new(WARM_UP));
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut conns = Vec::with_capacity(clients);
     for _ in 0..clients {
         conns.push(Conn::open(addr).await?);
@@ -170,7 +157,7 @@ async fn cell(
         .into_iter()
         .map(|conn| {
             let (req, phase) = (req.clone(), phase.clone());
-            tokio::spawn(async move { client(conn, addr, req, phase).await })
+            tokio::spawn(client(conn, addr, req, phase, answered.clone(), accepted))
         })
         .collect();
     tokio::time::sleep(WARM_UP_TIME).await;
@@ -179,25 +166,7 @@ async fn cell(
     tokio::time::sleep(window).await;
     phase.store(STOP, Ordering::Release);
     let window = window_start.elapsed();
-    let mut total = Tally::default();
-    let drain_end = Instant::now() + DRAIN_CAP;
-    for t in tasks {
-        let left = drain_end.saturating_duration_since(Instant::now());
-        let abort = t.abort_handle();
-        match tokio::time::timeout(left, t).await {
-            Ok(Ok(tally)) => {
-                total.ok += tally.ok;
-                total.errors += tally.errors;
-                total.throttled += tally.throttled;
-                total.latencies.extend(tally.latencies);
-            }
-            // A client stuck past the drain cap, or one that panicked: count it as an error.
-            _ => {
-                abort.abort();
-                total.errors += 1;
-            }
-        }
-    }
+    let total = collect(tasks).await;
     Ok(EnqueueRow {
         clients,
         window_s: window.as_secs_f64(),
@@ -209,45 +178,9 @@ async fn cell(
     })
 }
 
-/// One closed-loop client: send, await the answer, repeat, until the phase says stop.
-async fn client(mut conn: Conn, addr: SocketAddr, req: Prepared, phase: Arc<AtomicU8>) -> Tally {
-    let mut tally = Tally::default();
-    for _ in 0..MAX_REQUESTS_PER_CLIENT {
-        if phase.load(Ordering::Acquire) == STOP {
-            break;
-        }
-        let result = conn.timed(req.request()).await;
-        let counting = phase.load(Ordering::Acquire) == MEASURE;
-        match result {
-            Ok((a, took)) if a.status == StatusCode::ACCEPTED => {
-                if counting {
-                    tally.ok += 1;
-                    tally.latencies.push(took);
-                }
-            }
-            Ok((a, _)) if a.status == StatusCode::TOO_MANY_REQUESTS => {
-                if counting {
-                    tally.throttled += 1;
-                }
-            }
-            Ok(_) => {
-                if counting {
-                    tally.errors += 1;
-                }
-            }
-            Err(_) => {
-                if counting {
-                    tally.errors += 1;
-                }
-                // A broken connection: reopen, without spinning if the server is gone.
-                match Conn::open(addr).await {
-                    Ok(c) => conn = c,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            }
-        }
-    }
-    tally
+/// Enqueue succeeds with 202.
+fn accepted(a: &Answer) -> bool {
+    a.status == StatusCode::ACCEPTED
 }
 
 /// Waits (up to [`QUEUE_DRAIN_CAP`]) for the function's queue to empty, then reads its counters.

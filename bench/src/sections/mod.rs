@@ -2,6 +2,7 @@
 //! takes the server(s) and sizes it needs, returns a serialisable result, and leaves no
 //! function or environment of its own behind on a server it did not start.
 
+pub(crate) mod closed_loop;
 pub(crate) mod cold;
 pub(crate) mod density;
 pub(crate) mod enqueue;

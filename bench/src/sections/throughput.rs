@@ -12,23 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::StatusCode;
 use serde::Serialize;
 
 use crate::args::Sizes;
-use crate::client::{Conn, Endpoint, Prepared};
+use crate::client::{Answer, Conn, Endpoint, Prepared};
 use crate::functions::Runtime;
 use crate::procfs::{self, CpuSplit};
+use crate::sections::closed_loop::{MEASURE, STOP, WARM_UP, client, collect};
 use crate::server::EchoServer;
 use crate::stats::Summary;
 
-const WARM_UP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
-/// Per client per cell, whatever the window: a loop must end even if time misbehaves.
-const MAX_REQUESTS_PER_CLIENT: u64 = 1_000_000;
-/// After the window, how long in-flight requests may take before their clients are abandoned.
-const DRAIN_CAP: Duration = Duration::from_secs(35);
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ThroughputRow {
@@ -57,14 +50,6 @@ impl ThroughputRow {
     pub(crate) fn cpu_us_per_invoke(&self, seconds: f64) -> Option<f64> {
         (self.ok > 0).then(|| seconds * 1e6 / self.ok as f64)
     }
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    errors: u64,
-    throttled: u64,
-    latencies: Vec<Duration>,
 }
 
 /// The floor is measured at this many clients (the level issue 5's targets name).
@@ -127,7 +112,7 @@ async fn cell(
         .into_iter()
         .map(|conn| {
             let (req, phase, answered) = (req.clone(), phase.clone(), answered.clone());
-            tokio::spawn(async move { client(conn, addr, req, phase, answered).await })
+            tokio::spawn(client(conn, addr, req, phase, answered, Answer::invoke_ok))
         })
         .collect();
     loop {
@@ -149,25 +134,7 @@ async fn cell(
     let window = window_start.elapsed();
     let cpu_after = tokio::task::spawn_blocking(move || procfs::cpu_sample(pid)).await?;
     let cpu = CpuSplit::between(&cpu_before, &cpu_after);
-    let mut total = Tally::default();
-    let drain_end = Instant::now() + DRAIN_CAP;
-    for t in tasks {
-        let left = drain_end.saturating_duration_since(Instant::now());
-        let abort = t.abort_handle();
-        match tokio::time::timeout(left, t).await {
-            Ok(Ok(tally)) => {
-                total.ok += tally.ok;
-                total.errors += tally.errors;
-                total.throttled += tally.throttled;
-                total.latencies.extend(tally.latencies);
-            }
-            // A client stuck past the drain cap, or one that panicked: count it as an error.
-            _ => {
-                abort.abort();
-                total.errors += 1;
-            }
-        }
-    }
+    let total = collect(tasks).await;
     Ok(ThroughputRow {
         target: target.label.into(),
         clients,
@@ -181,56 +148,4 @@ async fn cell(
         all_clients_warm,
         cpu,
     })
-}
-
-/// One closed-loop client: send, await the answer, repeat, until the phase says stop.
-async fn client(
-    mut conn: Conn,
-    addr: SocketAddr,
-    req: Prepared,
-    phase: Arc<AtomicU8>,
-    answered: Arc<AtomicUsize>,
-) -> Tally {
-    let mut tally = Tally::default();
-    let mut first = true;
-    for _ in 0..MAX_REQUESTS_PER_CLIENT {
-        if phase.load(Ordering::Acquire) == STOP {
-            break;
-        }
-        let result = conn.timed(req.request()).await;
-        let counting = phase.load(Ordering::Acquire) == MEASURE;
-        if first {
-            first = false;
-            answered.fetch_add(1, Ordering::AcqRel);
-        }
-        match result {
-            Ok((a, took)) if a.invoke_ok() => {
-                if counting {
-                    tally.ok += 1;
-                    tally.latencies.push(took);
-                }
-            }
-            Ok((a, _)) if a.status == StatusCode::TOO_MANY_REQUESTS => {
-                if counting {
-                    tally.throttled += 1;
-                }
-            }
-            Ok(_) => {
-                if counting {
-                    tally.errors += 1;
-                }
-            }
-            Err(_) => {
-                if counting {
-                    tally.errors += 1;
-                }
-                // A broken connection: reopen, without spinning if the server is gone.
-                match Conn::open(addr).await {
-                    Ok(c) => conn = c,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            }
-        }
-    }
-    tally
 }
