@@ -217,6 +217,25 @@ impl CgroupParent {
             .collect()
     }
 
+    /// The cgroup named `name` under the parent, in each hierarchy whose directory `keep`s.
+    fn env_cgroup(
+        &self,
+        name: impl AsRef<std::ffi::OsStr>,
+        keep: impl Fn(&Path) -> bool,
+    ) -> EnvCgroup {
+        EnvCgroup {
+            version: self.layout.version(),
+            dirs: self
+                .layout
+                .hierarchy_roots()
+                .into_iter()
+                .map(|(kind, root)| (kind, root.join(&self.name).join(name.as_ref())))
+                .filter(|(_, d)| keep(d))
+                .collect(),
+            peak_file: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Creates the parent directories and, on v2, delegates the controllers to them.
     pub fn prepare(&self) -> Result<(), CgroupError> {
         for dir in self.dirs() {
@@ -248,16 +267,7 @@ impl CgroupParent {
                 io::Error::from(io::ErrorKind::InvalidInput),
             ));
         }
-        let cgroup = EnvCgroup {
-            version: self.layout.version(),
-            dirs: self
-                .layout
-                .hierarchy_roots()
-                .into_iter()
-                .map(|(kind, root)| (kind, root.join(&self.name).join(env_id)))
-                .collect(),
-            peak_file: std::sync::OnceLock::new(),
-        };
+        let cgroup = self.env_cgroup(env_id, |_| true);
         for (_, dir) in &cgroup.dirs {
             let mut created = fs::create_dir(dir);
             if created
@@ -300,17 +310,7 @@ impl CgroupParent {
         }
         let mut removed = 0;
         for name in names {
-            let cgroup = EnvCgroup {
-                version: self.layout.version(),
-                dirs: self
-                    .layout
-                    .hierarchy_roots()
-                    .into_iter()
-                    .map(|(kind, root)| (kind, root.join(&self.name).join(&name)))
-                    .filter(|(_, d)| d.is_dir())
-                    .collect(),
-                peak_file: std::sync::OnceLock::new(),
-            };
+            let cgroup = self.env_cgroup(&name, |d| d.is_dir());
             cgroup.kill_all();
             if cgroup.remove().is_ok() {
                 removed += 1;

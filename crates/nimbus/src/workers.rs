@@ -87,15 +87,6 @@ impl Workers {
         }
     }
 
-    /// How many workers there are.
-    pub fn len(&self) -> usize {
-        self.queues.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
-    }
-
     /// Runs `make()` on the next worker (round-robin) and spawns the future it returns there.
     pub fn spawn_with<F, Fut>(&self, make: F)
     where

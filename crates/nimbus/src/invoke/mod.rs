@@ -286,8 +286,9 @@ impl Invoker {
             }
         })?;
         let pool = self.pools.get(&pool_key(f));
+        // The worker this invocation runs on (decision 0009), `None` off the workers.
+        let here = crate::workers::current();
         let env = loop {
-            let here = crate::workers::current();
             match pool.lease_idle(|e| here.is_some() && e.home == here) {
                 // An idle environment can have died (killed from outside); never hand it out.
                 Some(env) if env.has_exited() => pool.discard(env),
@@ -327,7 +328,6 @@ impl Invoker {
         // An environment of another worker: run the invocation there, next to its Runtime
         // API and log writer, so it crosses threads twice (there and back) rather than at
         // every step (decision 0009).
-        let here = crate::workers::current();
         if let (Some(home), Some(workers)) = (env.home, crate::workers::get())
             && here.is_some()
             && here != Some(home)
