@@ -318,10 +318,45 @@ impl Endpoint {
         request_id: &str,
     ) -> anyhow::Result<Option<f64>> {
         let needle = format!("REPORT RequestId: {request_id}");
-        let body = json!({
+        let pattern = format!("\"{needle}\"");
+        let mut token: Option<String> = None;
+        // A page may stop at the server's scan cap before the line: follow nextToken.
+        loop {
+            let v = self
+                .filter_log_events(function, &pattern, token.as_deref())
+                .await?;
+            let found = v["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["message"].as_str())
+                .find(|m| m.starts_with(&needle));
+            if let Some(line) = found {
+                return Ok(parse_init_duration(line));
+            }
+            match v["nextToken"].as_str() {
+                Some(t) if token.as_deref() != Some(t) => token = Some(t.to_string()),
+                _ => bail!("no REPORT line for {request_id} in /aws/lambda/{function}"),
+            }
+        }
+    }
+}
+
+impl Endpoint {
+    /// One FilterLogEvents page of `/aws/lambda/FUNCTION` matching `pattern`.
+    async fn filter_log_events(
+        &self,
+        function: &str,
+        pattern: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let mut body = json!({
             "logGroupName": format!("/aws/lambda/{function}"),
-            "filterPattern": format!("\"{needle}\""),
+            "filterPattern": pattern,
         });
+        if let Some(t) = token {
+            body["nextToken"] = json!(t);
+        }
         let p = self.prepare(
             "logs",
             Method::POST,
@@ -332,20 +367,9 @@ impl Endpoint {
             ],
             Bytes::from(body.to_string()),
         )?;
-        let v = self.call(p).await?.json("FilterLogEvents")?;
-        let events = v["events"].as_array().cloned().unwrap_or_default();
-        let line = events
-            .iter()
-            .filter_map(|e| e["message"].as_str())
-            .find(|m| m.starts_with(&needle))
-            .with_context(|| {
-                format!("no REPORT line for {request_id} in /aws/lambda/{function}")
-            })?;
-        Ok(parse_init_duration(line))
+        self.call(p).await?.json("FilterLogEvents")
     }
-}
 
-impl Endpoint {
     /// `Duration` (ms) of every REPORT line of `function` without an Init Duration (warm
     /// invokes), at most `max` of them: the server's own measure of delivery → reply.
     pub(crate) async fn warm_report_durations_ms(
@@ -356,24 +380,9 @@ impl Endpoint {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         while out.len() < max {
-            let mut body = json!({
-                "logGroupName": format!("/aws/lambda/{function}"),
-                "filterPattern": "\"REPORT RequestId\"",
-            });
-            if let Some(t) = &token {
-                body["nextToken"] = json!(t);
-            }
-            let p = self.prepare(
-                "logs",
-                Method::POST,
-                "/",
-                &[
-                    ("content-type", "application/x-amz-json-1.1"),
-                    ("x-amz-target", "Logs_20140328.FilterLogEvents"),
-                ],
-                Bytes::from(body.to_string()),
-            )?;
-            let v = self.call(p).await?.json("FilterLogEvents")?;
+            let v = self
+                .filter_log_events(function, "\"REPORT RequestId\"", token.as_deref())
+                .await?;
             for m in v["events"].as_array().into_iter().flatten() {
                 let line = m["message"].as_str().unwrap_or("");
                 if parse_init_duration(line).is_none()
