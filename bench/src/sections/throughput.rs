@@ -22,7 +22,6 @@ use crate::sections::closed_loop::{MEASURE, STOP, WARM_UP, client, collect};
 use crate::server::EchoServer;
 use crate::stats::Summary;
 
-
 #[derive(Debug, Serialize)]
 pub(crate) struct ThroughputRow {
     /// The runtime, or `echo floor`.
