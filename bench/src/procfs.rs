@@ -135,6 +135,8 @@ struct MachineTicks {
     irq: u64,
     /// Taken by the hypervisor.
     steal: u64,
+    /// idle + iowait.
+    idle: u64,
     total: u64,
 }
 
@@ -152,6 +154,7 @@ fn machine_ticks() -> Option<MachineTicks> {
         process: v.first()? + v.get(1)? + v.get(2)?,
         irq: v.get(5)? + v.get(6)?,
         steal: *v.get(7)?,
+        idle: v.get(3)? + v.get(4)?,
         total: v.iter().take(8).sum(),
     })
 }
@@ -235,23 +238,11 @@ impl CpuSplit {
 /// in percent of the whole machine. Run before the servers start, it says how much of the
 /// machine other work was already using.
 pub(crate) fn cpu_busy_percent(window: std::time::Duration) -> Option<f64> {
-    let sample = || -> Option<(u64, u64)> {
-        let text = std::fs::read_to_string("/proc/stat").ok()?;
-        let line = text.lines().find(|l| l.starts_with("cpu "))?;
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        let total: u64 = v.iter().sum();
-        let idle = v.get(3)? + v.get(4)?;
-        Some((total, idle))
-    };
-    let (t0, i0) = sample()?;
+    let t0 = machine_ticks()?;
     std::thread::sleep(window);
-    let (t1, i1) = sample()?;
-    let total = t1.checked_sub(t0)?;
-    let idle = i1.checked_sub(i0)?;
+    let t1 = machine_ticks()?;
+    let total = t1.total.checked_sub(t0.total)?;
+    let idle = t1.idle.checked_sub(t0.idle)?;
     (total > 0).then(|| 100.0 * (total - idle) as f64 / total as f64)
 }
 
@@ -384,6 +375,7 @@ mod tests {
                 process: 1000,
                 irq: 100,
                 steal: 0,
+                idle: 3900,
                 total: 5000,
             },
         };
@@ -399,6 +391,7 @@ mod tests {
                 process: 1200,
                 irq: 130,
                 steal: 2,
+                idle: 4068,
                 total: 5400,
             },
         };
