@@ -21,6 +21,10 @@ pub(crate) struct Machine {
     pub(crate) cpu_model: String,
     pub(crate) kernel: String,
     pub(crate) mem_total_bytes: u64,
+    /// How an idle CPU waits: the cpuidle driver and, for KVM's `haltpoll`, whether the guest
+    /// polls before halting. A halted vCPU costs a VM exit and a host wake-up per message,
+    /// which dominates a warm invoke's latency on an idle VM (docs/benchmarks.md).
+    pub(crate) cpu_idle: String,
 }
 
 /// The 1-, 5- and 15-minute load averages.
@@ -45,7 +49,28 @@ impl Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map_or_else(|_| "unknown".into(), |s| s.trim().to_string()),
             mem_total_bytes: crate::procfs::kb_field(&meminfo, "MemTotal").unwrap_or(0),
+            cpu_idle: cpu_idle(),
         }
+    }
+}
+
+/// E.g. `haltpoll, guest halt polling off` or `intel_idle`.
+fn cpu_idle() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let Some(driver) = read("/sys/devices/system/cpu/cpuidle/current_driver") else {
+        return "unknown".into();
+    };
+    match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Some(ns) if driver == "haltpoll" => match ns.parse::<u64>() {
+            Ok(0) => format!("{driver}, guest halt polling off"),
+            Ok(ns) => format!("{driver}, guest halt polling up to {} µs", ns / 1000),
+            Err(_) => driver,
+        },
+        _ => driver,
     }
 }
 
@@ -301,6 +326,7 @@ mod tests {
                 cpu_model: "x".into(),
                 kernel: "k".into(),
                 mem_total_bytes: 0,
+                cpu_idle: "none".into(),
             },
             nimbus_bin: PathBuf::new(),
             load_average_start: String::new(),

@@ -23,7 +23,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\nNimbus benchmark — {} — commit {}{} — sandbox {}, functions of {} MB, CPU limit {}{}\nmachine: {} × {}, kernel {}, {:.1} GiB; load generator on the same cores; CPU busy before the run {}; load average {} → {}\n",
+            "\nNimbus benchmark — {} — commit {}{} — sandbox {}, functions of {} MB, CPU limit {}{}\nmachine: {} × {}, kernel {}, {:.1} GiB, idle CPUs: {}; load generator on the same cores; CPU busy before the run {}; load average {} → {}\n",
             m.started,
             m.commit,
             if m.dirty { " (dirty tree)" } else { "" },
@@ -35,6 +35,7 @@ impl Report {
             m.machine.cpu_model,
             m.machine.kernel,
             m.machine.mem_total_bytes as f64 / 1024f64.powi(3),
+            m.machine.cpu_idle,
             m.background_cpu_percent
                 .map_or("?".into(), |p| format!("{p:.0} %")),
             m.load_average_start,
