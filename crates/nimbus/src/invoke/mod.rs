@@ -334,8 +334,14 @@ impl Invoker {
         {
             let (tx, rx) = oneshot::channel();
             let me = self.clone();
+            let mut transit = InTransit {
+                pool,
+                env: Some(env),
+            };
             workers.spawn_on(home, move || async move {
-                let _ = tx.send(me.run_on(&pool, env, req).await);
+                if let Some(env) = transit.env.take() {
+                    let _ = tx.send(me.run_on(&transit.pool, env, req).await);
+                }
             });
             return rx.await.map_err(|_| {
                 InvokeError::Internal("the invocation's worker stopped (shutdown)".into())
@@ -466,8 +472,7 @@ impl Invoker {
         match (healthy && !env.has_exited(), env.provisioned) {
             (true, true) => pool.release_provisioned(env),
             (true, false) => pool.release(env, Instant::now()),
-            (false, true) => pool.discard_provisioned(env),
-            (false, false) => pool.discard(env),
+            (false, _) => discard_leased(pool, env),
         }
         InvokeResult {
             payload,
@@ -650,6 +655,30 @@ impl Invoker {
 
     fn code_dir(&self, f: &FunctionConfig) -> std::path::PathBuf {
         self.code_root.join(&f.code_sha256_hex)
+    }
+}
+
+/// Gives back the lease of an environment that is not to be reused, and destroys it.
+fn discard_leased(pool: &Pool, env: Environment) {
+    if env.provisioned {
+        pool.discard_provisioned(env);
+    } else {
+        pool.discard(env);
+    }
+}
+
+/// A leased environment on its way to its home worker. If that worker has stopped (shutdown)
+/// and drops the job unrun, the lease is still given back.
+struct InTransit {
+    pool: Arc<Pool>,
+    env: Option<Environment>,
+}
+
+impl Drop for InTransit {
+    fn drop(&mut self) {
+        if let Some(env) = self.env.take() {
+            discard_leased(&self.pool, env);
+        }
     }
 }
 
