@@ -496,6 +496,13 @@ async fn run_stream(
                         for l in &lines {
                             w.emit(ts, l.as_bytes());
                         }
+                        // The invocation's output is taken: the rest (the peak memory read,
+                        // REPORT, the file write) can wait until the caller's answer is
+                        // written, unless the caller waits for the log text itself. Nothing
+                        // of this stream is read or written meanwhile: this task owns both.
+                        if text.is_none() && report.is_some() {
+                            tokio::task::yield_now().await;
+                        }
                         if let Some(r) = report {
                             // Read for every REPORT: each one must show what its invocation
                             // used (sampling showed a stale peak after a quick allocation).
