@@ -9,10 +9,8 @@
 //! environments' nothing) out of reach.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags};
@@ -52,7 +50,7 @@ impl EgressConfig {
 /// A running slirp4netns for one jail. Stops it when dropped.
 #[derive(Debug)]
 pub struct Egress {
-    child: Child,
+    child: crate::spawn::SpawnedChild,
     /// slirp4netns exits when this (its `--exit-fd`) is closed.
     exit: Option<OwnedFd>,
 }
@@ -75,40 +73,24 @@ impl Egress {
     fn spawn(config: &EgressConfig, target: &[String]) -> io::Result<Egress> {
         let (ready_r, ready_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
         let (exit_r, exit_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
-        let mut cmd = Command::new(&config.program);
-        cmd.arg("--configure")
-            .arg("--mtu=65520")
-            .arg("--enable-sandbox")
-            .arg("--enable-seccomp")
-            .arg(format!("--ready-fd={READY_FD}"))
-            .arg(format!("--exit-fd={EXIT_FD}"));
+        let mut args = vec![
+            "--configure".to_string(),
+            "--mtu=65520".into(),
+            "--enable-sandbox".into(),
+            "--enable-seccomp".into(),
+            format!("--ready-fd={READY_FD}"),
+            format!("--exit-fd={EXIT_FD}"),
+        ];
         if !config.allow_host_loopback {
-            cmd.arg("--disable-host-loopback");
+            args.push("--disable-host-loopback".into());
         }
-        cmd.args(target)
-            .arg("tap0")
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let (ready_raw, exit_raw) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
-        // SAFETY: runs between fork and exec and calls only fcntl/dup2/close, which are
-        // async-signal-safe, on copied integers. Both ends are first moved above the target
-        // numbers so neither dup2 can clobber the other's source.
-        unsafe {
-            cmd.pre_exec(move || {
-                let a = libc::fcntl(ready_raw, libc::F_DUPFD, 10);
-                let b = libc::fcntl(exit_raw, libc::F_DUPFD, 10);
-                if a < 0 || b < 0 || libc::dup2(a, READY_FD) < 0 || libc::dup2(b, EXIT_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::close(a);
-                libc::close(b);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn()?;
-        drop(cmd);
+        args.extend(target.iter().cloned());
+        args.push("tap0".into());
+        let child = crate::spawn::spawn(
+            &config.program,
+            &args,
+            &[(ready_w.as_fd(), READY_FD), (exit_r.as_fd(), EXIT_FD)],
+        )?;
         drop(ready_w);
         drop(exit_r);
         let mut egress = Egress {
@@ -137,8 +119,8 @@ impl Egress {
     /// Stops slirp4netns and reaps it. Idempotent.
     pub fn stop(&mut self) {
         if self.exit.take().is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.child.kill();
+            self.child.wait();
         }
     }
 }
@@ -150,8 +132,8 @@ impl Drop for Egress {
     /// normal path ([`Egress::stop`], from the environment's cleanup) reaps it.
     fn drop(&mut self) {
         if self.exit.take().is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.try_wait();
+            self.child.kill();
+            self.child.try_wait();
         }
     }
 }
@@ -176,7 +158,7 @@ mod tests {
             eprintln!("skipped: attaching to another network namespace needs root");
             return;
         }
-        let mut holder = Command::new("unshare")
+        let mut holder = std::process::Command::new("unshare")
             .args(["--net", "sleep", "30"])
             .spawn()
             .expect("unshare --net");

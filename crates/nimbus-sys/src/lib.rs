@@ -12,6 +12,7 @@
 //! - [`net`]: `lo` and the Runtime API listener inside a network namespace.
 //! - [`egress`]: outbound access for a jail through slirp4netns.
 //! - [`cgroup`]: per-environment cgroups, v1 and v2, and the sweep of leftovers.
+//! - [`spawn`]: helper programs started with `posix_spawn` (no fork of the server).
 //! - [`seccomp`] and [`seccomp_policy`]: the filter compiler and the reviewed policy table.
 
 pub mod cgroup;
@@ -23,4 +24,5 @@ pub mod net;
 mod rootfs;
 pub mod seccomp;
 pub mod seccomp_policy;
+pub mod spawn;
 pub mod spec;
