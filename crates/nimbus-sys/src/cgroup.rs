@@ -233,6 +233,7 @@ impl CgroupParent {
                 .filter(|(_, d)| keep(d))
                 .collect(),
             peak_file: std::sync::OnceLock::new(),
+            bandwidth_set: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -280,7 +281,11 @@ impl CgroupParent {
             }
             match created {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    cgroup
+                        .bandwidth_set
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(e) => {
                     let _ = cgroup.remove();
                     return Err(io_err("create cgroup", dir)(e));
@@ -342,6 +347,10 @@ pub struct EnvCgroup {
     /// (which makes the kernel regenerate it): one syscall per REPORT instead of open + read +
     /// close.
     peak_file: std::sync::OnceLock<Option<fs::File>>,
+    /// A CPU quota may be in force (or the directory existed before us): the bandwidth files
+    /// must be written even to clear it. A new cgroup has none, and each bandwidth write costs
+    /// the kernel a walk over every CPU (`tg_set_bandwidth`), twice per environment.
+    bandwidth_set: std::sync::atomic::AtomicBool,
 }
 
 impl EnvCgroup {
@@ -371,6 +380,10 @@ impl EnvCgroup {
             }
         };
         let mem = limits.memory_bytes.to_string();
+        let write_bandwidth = limits.cpu_quota
+            || self
+                .bandwidth_set
+                .load(std::sync::atomic::Ordering::Relaxed);
         match self.version {
             CgroupVersion::V1 => {
                 // The kernel keeps memory <= memory+swap (memsw, present with swap
@@ -386,13 +399,15 @@ impl EnvCgroup {
                 if let Some(millis) = limits.cpu_millis {
                     let shares = (1024 * u64::from(millis) / 1000).max(2);
                     write("cpu", "cpu.shares", shares.to_string())?;
-                    write("cpu", "cpu.cfs_period_us", CPU_PERIOD_US.to_string())?;
-                    let quota = if limits.cpu_quota {
-                        cpu_quota_us(millis).to_string()
-                    } else {
-                        "-1".to_string()
-                    };
-                    write("cpu", "cpu.cfs_quota_us", quota)?;
+                    if write_bandwidth {
+                        write("cpu", "cpu.cfs_period_us", CPU_PERIOD_US.to_string())?;
+                        let quota = if limits.cpu_quota {
+                            cpu_quota_us(millis).to_string()
+                        } else {
+                            "-1".to_string()
+                        };
+                        write("cpu", "cpu.cfs_quota_us", quota)?;
+                    }
                 }
             }
             CgroupVersion::V2 => {
@@ -402,14 +417,20 @@ impl EnvCgroup {
                 if let Some(millis) = limits.cpu_millis {
                     let weight = (100 * u64::from(millis) / 1000).clamp(1, 10_000);
                     write("cpu", "cpu.weight", weight.to_string())?;
-                    let quota = if limits.cpu_quota {
-                        cpu_quota_us(millis).to_string()
-                    } else {
-                        "max".to_string()
-                    };
-                    write("cpu", "cpu.max", format!("{quota} {CPU_PERIOD_US}"))?;
+                    if write_bandwidth {
+                        let quota = if limits.cpu_quota {
+                            cpu_quota_us(millis).to_string()
+                        } else {
+                            "max".to_string()
+                        };
+                        write("cpu", "cpu.max", format!("{quota} {CPU_PERIOD_US}"))?;
+                    }
                 }
             }
+        }
+        if limits.cpu_millis.is_some() {
+            self.bandwidth_set
+                .store(limits.cpu_quota, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -675,6 +696,42 @@ mod tests {
         assert_eq!(read("cgroup.kill"), "1");
         cg.remove().unwrap();
         assert!(!env_dir.exists());
+    }
+
+    #[test]
+    fn cpu_bandwidth_is_written_only_to_set_or_clear_a_quota() {
+        let (root, parent) = fake_v2();
+        parent.prepare().unwrap();
+        let env_dir = root.path().join("nimbus/fresh");
+        let share = CgroupLimits {
+            memory_bytes: 128 << 20,
+            pids_max: 1024,
+            cpu_millis: Some(72),
+            cpu_quota: false,
+        };
+        let cg = parent.create("fresh", &share).unwrap();
+        assert!(
+            !env_dir.join("cpu.max").exists(),
+            "a new cgroup has no quota to clear"
+        );
+        assert_eq!(fs::read_to_string(env_dir.join("cpu.weight")).unwrap(), "7");
+        cg.apply_limits(&share).unwrap();
+        assert!(!env_dir.join("cpu.max").exists());
+        cg.apply_limits(&CgroupLimits {
+            cpu_quota: true,
+            ..share
+        })
+        .unwrap();
+        assert_eq!(
+            fs::read_to_string(env_dir.join("cpu.max")).unwrap(),
+            "1440 20000"
+        );
+        cg.apply_limits(&share).unwrap();
+        assert_eq!(
+            fs::read_to_string(env_dir.join("cpu.max")).unwrap(),
+            "max 20000",
+            "a quota once set is cleared"
+        );
     }
 
     #[test]
