@@ -15,10 +15,14 @@ use std::path::Path;
 use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 
 /// A child started by [`spawn`]; held by a pidfd, so a signal can never reach a recycled pid.
+/// Dropping it kills it and reaps it — at once if it is already gone, else on a background
+/// thread — so a dropped child never lingers, running or as a zombie.
 #[derive(Debug)]
 pub struct SpawnedChild {
     pid: Pid,
     pidfd: OwnedFd,
+    /// Reaped: its pid may belong to someone else now, so it is never waited for again.
+    reaped: bool,
 }
 
 impl SpawnedChild {
@@ -32,18 +36,66 @@ impl SpawnedChild {
     }
 
     /// Waits for it to end and reaps it.
-    pub fn wait(&self) {
-        loop {
+    pub fn wait(&mut self) {
+        while !self.reaped {
             match rustix::process::waitpid(Some(self.pid), WaitOptions::empty()) {
-                Err(rustix::io::Errno::INTR) => continue,
-                _ => return,
+                Err(rustix::io::Errno::INTR) => {}
+                _ => self.reaped = true,
             }
         }
     }
 
-    /// Reaps it if it has ended; never blocks.
-    pub fn try_wait(&self) {
-        let _ = rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG);
+    /// Reaps it if it has ended; never blocks. True once it is reaped.
+    pub fn try_wait(&mut self) -> bool {
+        if !self.reaped {
+            match rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG) {
+                Ok(None) | Err(rustix::io::Errno::INTR) => {}
+                _ => self.reaped = true,
+            }
+        }
+        self.reaped
+    }
+}
+
+impl Drop for SpawnedChild {
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.kill();
+        // A killed slirp4netns takes ~30 ms to exit (it tears down its own mount namespace):
+        // the caller must not wait for it, and an unreaped child stays a zombie for the
+        // server's lifetime (a function whose start fails after its jail got egress would
+        // leave one per attempt).
+        if !self.try_wait() {
+            reap_later(self.pid);
+        }
+    }
+}
+
+/// Hands the pid of a killed, unreaped child of ours to the one background thread that reaps
+/// dropped children. The pid cannot be reused before that thread has reaped it.
+fn reap_later(pid: Pid) {
+    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Pid>>> =
+        std::sync::OnceLock::new();
+    let sender = REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Pid>();
+        std::thread::Builder::new()
+            .name("nimbus-reaper".into())
+            .spawn(move || {
+                for pid in rx {
+                    while let Err(rustix::io::Errno::INTR) =
+                        rustix::process::waitpid(Some(pid), WaitOptions::empty())
+                    {
+                    }
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    // Without the thread it stays a zombie until the server exits: never block the caller.
+    if let Some(tx) = sender {
+        let _ = tx.send(pid);
     }
 }
 
@@ -163,7 +215,11 @@ pub fn spawn(
             return Err(e.into());
         }
     };
-    Ok(SpawnedChild { pid, pidfd })
+    Ok(SpawnedChild {
+        pid,
+        pidfd,
+        reaped: false,
+    })
 }
 
 struct FileActions(libc::posix_spawn_file_actions_t);
@@ -221,7 +277,7 @@ mod tests {
         // argument count and environment size.
         let script = r#"l=$(for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink "$f")"; done)
             echo "$l" >&5; echo "$# $(wc -c < /proc/$$/environ)" >&5"#;
-        let child = spawn(
+        let mut child = spawn(
             Path::new("/bin/sh"),
             &["-c".into(), script.into()],
             &[(w.as_fd(), 5)],
@@ -247,9 +303,35 @@ mod tests {
         assert_eq!(fds.values().filter(|t| **t == pipe).count(), 1, "{out}");
     }
 
+    /// State letter of `/proc/PID/stat` (`Z` for a zombie), `None` once reaped.
+    fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
+    #[test]
+    fn a_dropped_child_is_killed_and_reaped_without_a_wait() {
+        let pids: Vec<u32> = (0..3)
+            .map(|_| {
+                let child = spawn(Path::new("/bin/sleep"), &["30".into()], &[]).unwrap();
+                let pid = child.id();
+                assert_eq!(state(pid).map(|s| s != 'Z'), Some(true), "running");
+                drop(child);
+                pid
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while pids.iter().any(|&p| state(p).is_some()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        for pid in pids {
+            assert_eq!(state(pid), None, "{pid} neither runs nor is left a zombie");
+        }
+    }
+
     #[test]
     fn a_killed_child_is_reaped() {
-        let child = spawn(Path::new("/bin/sleep"), &["30".into()], &[]).unwrap();
+        let mut child = spawn(Path::new("/bin/sleep"), &["30".into()], &[]).unwrap();
         let pid = child.id();
         child.kill();
         child.wait();
