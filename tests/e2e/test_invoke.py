@@ -471,6 +471,28 @@ def test_bootstrap_exiting_during_init_is_runtime_exit_error(server):
     server.wait_log(name, lambda msgs: any("bootstrap giving up" in m for m in msgs))
 
 
+def test_missing_or_unexecutable_bootstrap_is_runtime_invalid_entrypoint(server):
+    """A provided function whose bootstrap is absent, or present but not executable, gets
+    Lambda's answer: 200 with FunctionError and Runtime.InvalidEntrypoint — not a 500 (the
+    jail used to report its failed exec as an internal error)."""
+    missing = server.create_function("nobootstrap", "provided.al2023",
+                                     zip_files({"readme.txt": ("no bootstrap here", 0o644)}))
+    noexec = server.create_function("noexec", "provided.al2023",
+                                    zip_files({"bootstrap": ("#!/bin/sh\nexit 0\n", 0o644)}))
+    for name, words in ((missing, "Couldn't find valid bootstrap"),
+                        (noexec, "permission denied")):
+        for _ in range(2):
+            inv = server.invoke(name, {})
+            assert inv.status == 200, inv.payload
+            assert inv.function_error == "Unhandled", inv.payload
+            err = inv.json()
+            assert err["errorType"] == "Runtime.InvalidEntrypoint", err
+            assert words.lower() in err["errorMessage"].lower(), err
+    # Nothing of the failed starts is left running below the server.
+    wait_until(lambda: not function_processes(missing) and not function_processes(noexec),
+               timeout=10, message="the failed environments to be gone")
+
+
 # --------------------------------------------------------------------------------------
 # execution environments
 

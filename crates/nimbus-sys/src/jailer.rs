@@ -37,6 +37,11 @@ use crate::rootfs::{self, StepError};
 use crate::seccomp::SeccompProgram;
 use crate::spec::JailSpec;
 
+/// The steps whose failure is the function's (its entrypoint is missing or cannot be
+/// executed), not the platform's: Lambda answers them with `Runtime.InvalidEntrypoint`.
+pub const STEP_FIND_PROGRAM: &str = "find the program";
+pub const STEP_EXEC: &str = "exec the runtime";
+
 /// Exit code of the monitor when the jail could not be set up (reported on the socket too).
 const SETUP_FAILED: i32 = 125;
 
@@ -389,7 +394,7 @@ fn cstring(what: &str, s: &[u8]) -> Result<CString, StepError> {
 fn resolve_program(spec: &JailSpec) -> Result<PathBuf, StepError> {
     let not_found = || {
         (
-            "find the program".to_string(),
+            STEP_FIND_PROGRAM.to_string(),
             io::Error::from_raw_os_error(libc::ENOENT),
         )
     };
@@ -546,7 +551,7 @@ fn runtime_main(spec: &JailSpec, exec: &Exec, seccomp: &SeccompProgram, err_w: O
             // SAFETY: `program`, and every pointer in `argv`/`envp`, point at NUL-terminated
             // strings owned by `exec`, alive for the call; both arrays end with NULL.
             unsafe { libc::execve(exec.program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-            ("exec the runtime".to_string(), io::Error::last_os_error())
+            (STEP_EXEC.to_string(), io::Error::last_os_error())
         }
         Err(e) => e,
     };

@@ -58,6 +58,21 @@ pub fn prepare(cmd: &mut Command) -> io::Result<PendingJail> {
     Ok(PendingJail { server_end })
 }
 
+impl LaunchError {
+    /// The function's entrypoint could not be found or executed (its fault, not the
+    /// platform's); the error says why.
+    pub fn entrypoint_error(&self) -> Option<&io::Error> {
+        match self {
+            LaunchError::Setup { step, source }
+                if step == crate::jailer::STEP_FIND_PROGRAM || step == crate::jailer::STEP_EXEC =>
+            {
+                Some(source)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A jail whose runtime was exec'd.
 #[derive(Debug)]
 pub struct StartedJail {

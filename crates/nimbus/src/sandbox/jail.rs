@@ -689,13 +689,21 @@ impl Drop for JailSandbox {
     }
 }
 
+/// `Spawn` only when the function's own entrypoint could not be run (the invoker answers
+/// that as Lambda does, `Runtime.InvalidEntrypoint`); anything else is the platform's.
 fn launch_error(e: LaunchError) -> SandboxError {
+    if let Some(source) = e.entrypoint_error() {
+        return SandboxError::Spawn(std::io::Error::new(source.kind(), source.to_string()));
+    }
     match e {
         LaunchError::Setup { step, source } => SandboxError::Setup {
             what: "start the jail",
             source: std::io::Error::new(source.kind(), format!("{step}: {source}")),
         },
-        other => SandboxError::Spawn(std::io::Error::other(other)),
+        other => SandboxError::Setup {
+            what: "start the jail",
+            source: std::io::Error::other(other),
+        },
     }
 }
 
@@ -976,7 +984,11 @@ mod tests {
         let err = tokio::task::block_in_place(|| sandbox.start(&spec))
             .err()
             .unwrap();
-        assert!(err.to_string().contains("exec the runtime"), "{err}");
+        // The function's fault, answered as Runtime.InvalidEntrypoint by the invoker.
+        assert!(
+            matches!(&err, SandboxError::Spawn(io) if io.kind() == std::io::ErrorKind::NotFound),
+            "{err}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
