@@ -145,7 +145,11 @@ pub fn spawn(
         .map(|(fd, _)| rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), 64).map_err(io::Error::from))
         .collect::<io::Result<_>>()?;
 
-    let mut actions = FileActions::new()?;
+    let mut actions = Initialised::new(
+        "spawn: file actions",
+        libc::posix_spawn_file_actions_init,
+        libc::posix_spawn_file_actions_destroy,
+    )?;
     let devnull = c"/dev/null";
     for (n, flags) in [
         (0, libc::O_RDONLY),
@@ -155,17 +159,27 @@ pub fn spawn(
         // SAFETY: `actions` was initialised; `devnull` is NUL-terminated and outlives the
         // call (glibc copies the path).
         check("spawn: open /dev/null", unsafe {
-            libc::posix_spawn_file_actions_addopen(&mut actions.0, n, devnull.as_ptr(), flags, 0)
+            libc::posix_spawn_file_actions_addopen(
+                &mut actions.value,
+                n,
+                devnull.as_ptr(),
+                flags,
+                0,
+            )
         })?;
     }
     for (src, (_, n)) in sources.iter().zip(fds) {
         // SAFETY: `actions` was initialised; both are plain descriptor numbers. dup2 to a
         // different number clears close-on-exec on the copy.
         check("spawn: place a descriptor", unsafe {
-            libc::posix_spawn_file_actions_adddup2(&mut actions.0, src.as_raw_fd(), *n)
+            libc::posix_spawn_file_actions_adddup2(&mut actions.value, src.as_raw_fd(), *n)
         })?;
     }
-    let mut attr = SpawnAttr::new()?;
+    let mut attr = Initialised::new(
+        "spawn: attributes",
+        libc::posix_spawnattr_init,
+        libc::posix_spawnattr_destroy,
+    )?;
     // SAFETY: `attr` was initialised; the sigsets are local, initialised by sigemptyset
     // before use, and copied by the setters.
     unsafe {
@@ -176,16 +190,16 @@ pub fn spawn(
         libc::sigaddset(&mut default, libc::SIGPIPE);
         check(
             "spawn: signal mask",
-            libc::posix_spawnattr_setsigmask(&mut attr.0, &empty),
+            libc::posix_spawnattr_setsigmask(&mut attr.value, &empty),
         )?;
         check(
             "spawn: signal defaults",
-            libc::posix_spawnattr_setsigdefault(&mut attr.0, &default),
+            libc::posix_spawnattr_setsigdefault(&mut attr.value, &default),
         )?;
         check(
             "spawn: flags",
             libc::posix_spawnattr_setflags(
-                &mut attr.0,
+                &mut attr.value,
                 (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
             ),
         )?;
@@ -198,8 +212,8 @@ pub fn spawn(
         libc::posix_spawn(
             &mut pid,
             path.as_ptr(),
-            &actions.0,
-            &attr.0,
+            &actions.value,
+            &attr.value,
             argv_ptrs.as_ptr(),
             envp.as_ptr(),
         )
@@ -222,45 +236,33 @@ pub fn spawn(
     })
 }
 
-struct FileActions(libc::posix_spawn_file_actions_t);
+/// A glibc object made by an init function and freed by a destroy function
+/// (`posix_spawn_file_actions_t`, `posix_spawnattr_t`): destroyed once when dropped, and
+/// only if the init succeeded.
+struct Initialised<T> {
+    value: T,
+    destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
+}
 
-impl FileActions {
-    fn new() -> io::Result<Self> {
-        // SAFETY: an all-zero value is only storage; init fills it before any use.
-        let mut a = FileActions(unsafe { std::mem::zeroed() });
-        // SAFETY: `a.0` is valid storage for the struct.
-        check("spawn: file actions", unsafe {
-            libc::posix_spawn_file_actions_init(&mut a.0)
-        })?;
-        Ok(a)
+impl<T> Initialised<T> {
+    fn new(
+        what: &str,
+        init: unsafe extern "C" fn(*mut T) -> libc::c_int,
+        destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
+    ) -> io::Result<Self> {
+        // SAFETY: used with plain C structs only, for which all-zero is valid storage that
+        // `init` then fills.
+        let mut value: T = unsafe { std::mem::zeroed() };
+        // SAFETY: `value` is valid, writable storage for a T.
+        check(what, unsafe { init(&mut value) })?;
+        Ok(Initialised { value, destroy })
     }
 }
 
-impl Drop for FileActions {
+impl<T> Drop for Initialised<T> {
     fn drop(&mut self) {
-        // SAFETY: initialised in `new`, destroyed once.
-        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
-    }
-}
-
-struct SpawnAttr(libc::posix_spawnattr_t);
-
-impl SpawnAttr {
-    fn new() -> io::Result<Self> {
-        // SAFETY: an all-zero value is only storage; init fills it before any use.
-        let mut a = SpawnAttr(unsafe { std::mem::zeroed() });
-        // SAFETY: `a.0` is valid storage for the struct.
-        check("spawn: attributes", unsafe {
-            libc::posix_spawnattr_init(&mut a.0)
-        })?;
-        Ok(a)
-    }
-}
-
-impl Drop for SpawnAttr {
-    fn drop(&mut self) {
-        // SAFETY: initialised in `new`, destroyed once.
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+        // SAFETY: initialised in `new` (which fails without building one), destroyed once.
+        unsafe { (self.destroy)(&mut self.value) };
     }
 }
 
