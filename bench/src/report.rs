@@ -49,28 +49,9 @@ impl Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map_or_else(|_| "unknown".into(), |s| s.trim().to_string()),
             mem_total_bytes: crate::procfs::kb_field(&meminfo, "MemTotal").unwrap_or(0),
-            cpu_idle: cpu_idle(),
+            cpu_idle: nimbus_sys::cpuidle::CpuIdle::read()
+                .map_or_else(|| "unknown".into(), |i| i.to_string()),
         }
-    }
-}
-
-/// E.g. `haltpoll, guest halt polling off` or `intel_idle`.
-fn cpu_idle() -> String {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .ok()
-            .map(|s| s.trim().to_string())
-    };
-    let Some(driver) = read("/sys/devices/system/cpu/cpuidle/current_driver") else {
-        return "unknown".into();
-    };
-    match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
-        Some(ns) if driver == "haltpoll" => match ns.parse::<u64>() {
-            Ok(0) => format!("{driver}, guest halt polling off"),
-            Ok(ns) => format!("{driver}, guest halt polling up to {} µs", ns / 1000),
-            Err(_) => driver,
-        },
-        _ => driver,
     }
 }
 

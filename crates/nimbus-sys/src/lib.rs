@@ -11,12 +11,14 @@
 //! - [`rootfs`] (private): the mount plan and `pivot_root`.
 //! - [`net`]: `lo` and the Runtime API listener inside a network namespace.
 //! - [`egress`]: outbound access for a jail through slirp4netns.
+//! - [`cpuidle`]: how idle CPUs wait (halted vCPUs on a KVM guest).
 //! - [`cgroup`]: per-environment cgroups, v1 and v2, and the sweep of leftovers.
 //! - [`spawn`]: helper programs started with `posix_spawn` (no fork of the server).
 //! - [`seccomp`] and [`seccomp_policy`]: the filter compiler and the reviewed policy table.
 
 pub mod cgroup;
 pub mod control;
+pub mod cpuidle;
 pub mod egress;
 pub mod jailer;
 pub mod launch;

@@ -138,8 +138,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     announce(&config, addr, generated, &keys[0], sandbox.name());
-    if let Some(hint) = halted_vcpu_hint() {
-        tracing::info!("{hint}");
+    if nimbus_sys::cpuidle::CpuIdle::read().is_some_and(|i| i.halts_without_polling()) {
+        tracing::info!(
+            "idle vCPUs halt without polling (guest_halt_poll_ns=0): warm invokes on an idle \
+             machine pay ~4 vCPU wake-ups each; see docs/benchmarks.md, \"Halted vCPUs\""
+        );
     }
 
     let reaper = {
@@ -215,20 +218,6 @@ fn announce(
              aws --endpoint-url http://{addr} lambda list-functions"
         );
     }
-}
-
-/// On a KVM guest whose idle vCPUs halt without polling first, every message that wakes one
-/// costs a VM exit and a host wake-up: most of a warm invoke's latency on an otherwise idle
-/// machine (docs/benchmarks.md). Nimbus does not change the host's settings; it says so.
-fn halted_vcpu_hint() -> Option<String> {
-    let driver = std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver").ok()?;
-    let poll_ns =
-        std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns").ok()?;
-    (driver.trim() == "haltpoll" && poll_ns.trim() == "0").then(|| {
-        "idle vCPUs halt without polling (guest_halt_poll_ns=0): warm invokes on an idle \
-         machine pay ~4 vCPU wake-ups each; see docs/benchmarks.md, \"Halted vCPUs\""
-            .to_string()
-    })
 }
 
 /// A key generated on the first start and kept in the store, so restarts keep it.
