@@ -421,7 +421,9 @@ def _memory_size():
     return os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
 
 
-_MEMORY_SIZE = _memory_size()
+# Read by main(), not at import: the module may be imported before the environment is the
+# function's (the zygote, _nimbus_zygote.py, imports it once for all its forks).
+_MEMORY_SIZE = None
 
 
 # --------------------------------------------------------------------------
@@ -565,6 +567,8 @@ def handle_invoke(client, handler, headers, body):
 
 
 def main():
+    global _MEMORY_SIZE
+    _MEMORY_SIZE = _memory_size()
     # Line-buffered output keeps print() lines in order with the invoke;
     # we also flush explicitly before every post.
     for stream in (sys.stdout, sys.stderr):

@@ -94,6 +94,7 @@ impl Egress {
         let child = crate::spawn::spawn(
             &config.program,
             &args,
+            &[],
             &[(ready_w.as_fd(), READY_FD), (exit_r.as_fd(), EXIT_FD)],
         )?;
         drop(ready_w);

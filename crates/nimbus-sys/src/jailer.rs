@@ -347,9 +347,10 @@ fn init_main(
     seccomp: &SeccompProgram,
 ) -> ! {
     match init_setup(shape, ctl, go, run, seccomp) {
-        Ok(runtime) => {
+        Ok(Some(runtime)) => {
             init_reap(runtime, status_w);
         }
+        Ok(None) => init_idle(seccomp),
         Err((step, e)) => {
             control::send_failed(ctl.as_fd(), &step, e.raw_os_error().unwrap_or(libc::EIO));
             std::process::exit(SETUP_FAILED)
@@ -420,7 +421,7 @@ fn init_setup(
     go: OwnedFd,
     run: OwnedFd,
     seccomp: &SeccompProgram,
-) -> Result<i32, StepError> {
+) -> Result<Option<i32>, StepError> {
     os(
         "set the parent-death signal",
         rustix::process::set_parent_process_death_signal(Some(Signal::KILL)),
@@ -468,6 +469,12 @@ fn init_setup(
         rustix::system::sethostname(spec.hostname.as_bytes()),
     )?;
     rootfs::build_and_enter(spec)?;
+    if spec.zygote {
+        // The runtime comes from a zygote, which joins our namespaces once we say the root
+        // is ready.
+        io_step("report the root", control::send_ready(ctl.as_fd()))?;
+        return Ok(None);
+    }
 
     let program = resolve_program(spec)?;
     let exec = Exec {
@@ -506,7 +513,20 @@ fn init_setup(
     }
     io_step("report the start", control::send_ready(ctl.as_fd()))?;
     harden_init(seccomp);
-    Ok(pid)
+    Ok(Some(pid))
+}
+
+/// The init of a jail whose runtime a zygote forked: the runtime is not our child, so there
+/// is nothing to wait for but orphans, which the kernel reaps for us once SIGCHLD is ignored.
+/// The server kills us when the zygote reports the runtime's end (or the server goes away:
+/// the monitor kills us), and with us everything left in the namespace. Never returns.
+fn init_idle(seccomp: &SeccompProgram) -> ! {
+    // SAFETY: setting a disposition to SIG_IGN has no memory effects; no handler runs.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    harden_init(seccomp);
+    loop {
+        let _ = rustix::event::poll(&mut [], None);
+    }
 }
 
 /// After the runtime started, the init keeps no privilege: it only reaps and exits.

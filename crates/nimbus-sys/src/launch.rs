@@ -15,7 +15,7 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -105,6 +105,11 @@ impl JailProcess {
     /// namespace. Through the pidfd, so a recycled pid can never be hit. Idempotent.
     pub fn kill(&self) {
         let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
+    }
+
+    /// A pidfd of the environment's init (valid for the environment's lifetime).
+    pub fn init_pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
     }
 
     /// Stops the environment's outbound networking, if any (after it exited).

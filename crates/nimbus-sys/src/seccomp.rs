@@ -111,6 +111,19 @@ impl SeccompProgram {
         self.0.is_empty()
     }
 
+    /// The program as the kernel reads it (`struct sock_filter[]`, native byte order), for a
+    /// process that installs it without this crate: the Python zygote's forks.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.len() * 8);
+        for f in &self.0 {
+            out.extend_from_slice(&f.code.to_ne_bytes());
+            out.push(f.jt);
+            out.push(f.jf);
+            out.extend_from_slice(&f.k.to_ne_bytes());
+        }
+        out
+    }
+
     /// Installs the filter on the calling thread. `no_new_privs` must already be set (the
     /// kernel refuses filters from unprivileged callers otherwise). Async-signal-safe: only
     /// a system call, no allocation.

@@ -113,13 +113,15 @@ fn cstring(s: &[u8]) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument"))
 }
 
-/// Runs `program` with `args`, an empty environment, stdin/stdout/stderr on `/dev/null`, the
+/// Runs `program` in a process group of its own with `args`, the environment `env` (nothing
+/// else), stdin/stdout/stderr on `/dev/null`, the
 /// signal mask cleared and SIGPIPE back to its default, and each `(fd, number)` of `fds`
 /// placed at `number` (they must be 3 or more). Every other descriptor of the caller stays
 /// closed in the child as long as it is close-on-exec, as all of the server's are.
 pub fn spawn(
     program: &Path,
     args: &[String],
+    env: &[(String, String)],
     fds: &[(BorrowedFd<'_>, i32)],
 ) -> io::Result<SpawnedChild> {
     if fds.iter().any(|&(_, n)| n < 3) {
@@ -137,7 +139,15 @@ pub fn spawn(
         .map(|a| a.as_ptr().cast_mut())
         .chain(std::iter::once(std::ptr::null_mut()))
         .collect();
-    let envp: [*mut c_char; 1] = [std::ptr::null_mut()];
+    let env: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let envp: Vec<*mut c_char> = env
+        .iter()
+        .map(|e| e.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
     // Copies numbered above every target, so placing one can never overwrite the source of
     // another; close-on-exec, so they vanish from the child at the exec.
     let sources: Vec<OwnedFd> = fds
@@ -196,16 +206,24 @@ pub fn spawn(
             "spawn: signal defaults",
             libc::posix_spawnattr_setsigdefault(&mut attr.value, &default),
         )?;
+        // Process group 0: a group of its own, so a signal to the server's group (Ctrl-C)
+        // reaches the child only through the server, which stops it in order.
+        check(
+            "spawn: process group",
+            libc::posix_spawnattr_setpgroup(&mut attr.value, 0),
+        )?;
         check(
             "spawn: flags",
             libc::posix_spawnattr_setflags(
                 &mut attr.value,
-                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+                (libc::POSIX_SPAWN_SETSIGMASK
+                    | libc::POSIX_SPAWN_SETSIGDEF
+                    | libc::POSIX_SPAWN_SETPGROUP) as libc::c_short,
             ),
         )?;
     }
     let mut pid: libc::pid_t = 0;
-    // SAFETY: `path`, every pointer of `argv_ptrs` (NULL-terminated) and `envp` (just NULL)
+    // SAFETY: `path`, and every pointer of `argv_ptrs` and `envp` (both NULL-terminated),
     // point at NUL-terminated strings alive for the call; `actions` and `attr` are
     // initialised. glibc runs only its own async-signal-safe code in the child.
     check("spawn", unsafe {
@@ -282,6 +300,7 @@ mod tests {
         let mut child = spawn(
             Path::new("/bin/sh"),
             &["-c".into(), script.into()],
+            &[],
             &[(w.as_fd(), 5)],
         )
         .unwrap();
@@ -305,6 +324,34 @@ mod tests {
         assert_eq!(fds.values().filter(|t| **t == pipe).count(), 1, "{out}");
     }
 
+    #[test]
+    fn the_child_gets_exactly_the_given_environment_in_a_group_of_its_own() {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let script =
+            r#"tr '\0' '\n' < /proc/$$/environ >&5; echo "group $(ps -o pgid= -p $$)" >&5"#;
+        let mut child = spawn(
+            Path::new("/bin/sh"),
+            &["-c".into(), script.into()],
+            &[
+                ("LANG".into(), "C.UTF-8".into()),
+                ("EMPTY".into(), String::new()),
+            ],
+            &[(w.as_fd(), 5)],
+        )
+        .unwrap();
+        drop(w);
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        let pid = child.id();
+        child.wait();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..2], ["LANG=C.UTF-8", "EMPTY="], "{out}");
+        assert_eq!(
+            lines[2].split_whitespace().nth(1),
+            Some(pid.to_string().as_str())
+        );
+    }
+
     /// State letter of `/proc/PID/stat` (`Z` for a zombie), `None` once reaped.
     fn state(pid: u32) -> Option<char> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -315,7 +362,7 @@ mod tests {
     fn a_dropped_child_is_killed_and_reaped_without_a_wait() {
         let pids: Vec<u32> = (0..3)
             .map(|_| {
-                let child = spawn(Path::new("/bin/sleep"), &["30".into()], &[]).unwrap();
+                let child = spawn(Path::new("/bin/sleep"), &["30".into()], &[], &[]).unwrap();
                 let pid = child.id();
                 assert_eq!(state(pid).map(|s| s != 'Z'), Some(true), "running");
                 drop(child);
@@ -333,7 +380,7 @@ mod tests {
 
     #[test]
     fn a_killed_child_is_reaped() {
-        let mut child = spawn(Path::new("/bin/sleep"), &["30".into()], &[]).unwrap();
+        let mut child = spawn(Path::new("/bin/sleep"), &["30".into()], &[], &[]).unwrap();
         let pid = child.id();
         child.kill();
         child.wait();
@@ -345,8 +392,8 @@ mod tests {
 
     #[test]
     fn missing_programs_and_low_targets_are_errors() {
-        assert!(spawn(Path::new("/nonexistent/prog"), &[], &[]).is_err());
+        assert!(spawn(Path::new("/nonexistent/prog"), &[], &[], &[]).is_err());
         let (_r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
-        assert!(spawn(Path::new("/bin/true"), &[], &[(w.as_fd(), 1)]).is_err());
+        assert!(spawn(Path::new("/bin/true"), &[], &[], &[(w.as_fd(), 1)]).is_err());
     }
 }

@@ -67,6 +67,10 @@ pub struct JailSpec {
     /// and says "go" on the control socket; the jailer waits for it before starting the init,
     /// so the runtime never runs without its network.
     pub wait_for_network: bool,
+    /// Build the root and report ready, but start no runtime: a zygote (a pre-initialised
+    /// interpreter outside the jail) forks one into the jail's namespaces. The init then only
+    /// reaps orphans until the server kills it (the runtime's end comes from the zygote).
+    pub zygote: bool,
 }
 
 /// A malformed spec message (never expected from our own server: a bug or a foreign writer).
@@ -109,6 +113,7 @@ impl JailSpec {
         w.u64(u64::from(self.seccomp));
         w.u64(self.max_open_files);
         w.u64(u64::from(self.wait_for_network));
+        w.u64(u64::from(self.zygote));
         w.0
     }
 
@@ -150,6 +155,7 @@ impl JailSpec {
             seccomp: r.bool()?,
             max_open_files: r.u64()?,
             wait_for_network: r.bool()?,
+            zygote: r.bool()?,
         };
         if !r.0.is_empty() {
             return Err(SpecError("trailing bytes"));
@@ -260,6 +266,7 @@ pub(crate) fn sample_spec() -> JailSpec {
         seccomp: true,
         max_open_files: 1024,
         wait_for_network: true,
+        zygote: true,
     }
 }
 

@@ -258,6 +258,7 @@ impl Fixture {
             seccomp: true,
             max_open_files: 1024,
             wait_for_network: false,
+            zygote: false,
         }
     }
 

@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub keep_alive_secs: Option<u64>,
     pub concurrency_limit: Option<u32>,
     pub cpu_limit: Option<String>,
+    pub python_zygote: Option<bool>,
     #[serde(default)]
     pub access_keys: Vec<FileKey>,
     #[serde(default)]
@@ -78,6 +79,8 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     pub concurrency_limit: u32,
     pub cpu_limit: CpuLimit,
+    /// Jail: Python runtimes forked from a zygote (decision 0010). On by default.
+    pub python_zygote: bool,
     pub runtimes: BTreeMap<String, RuntimeConfig>,
 }
 
@@ -103,6 +106,8 @@ pub enum ConfigError {
     BadSandbox(String),
     #[error("unknown CPU limit '{0}': expected 'share' or 'quota'")]
     BadCpuLimit(String),
+    #[error("invalid python-zygote value '{0}': expected 'on' or 'off'")]
+    BadSwitch(String),
 }
 
 /// What the command line (or its environment variables) said.
@@ -119,6 +124,8 @@ pub struct Overrides {
     pub keep_alive_secs: Option<u64>,
     pub concurrency_limit: Option<u32>,
     pub cpu_limit: Option<String>,
+    /// `on`/`off` (also `true`/`false`).
+    pub python_zygote: Option<String>,
 }
 
 pub fn validate_account(a: &str) -> Result<(), ConfigError> {
@@ -185,6 +192,12 @@ impl ServerConfig {
             Some("quota") => CpuLimit::Quota,
             Some(other) => return Err(ConfigError::BadCpuLimit(other.to_string())),
         };
+        let python_zygote = match o.python_zygote.as_deref() {
+            None => file.python_zygote.unwrap_or(true),
+            Some("on" | "true") => true,
+            Some("off" | "false") => false,
+            Some(other) => return Err(ConfigError::BadSwitch(other.to_string())),
+        };
         let mut runtimes = default_runtime_configs();
         runtimes.extend(file.runtimes);
         Ok(ServerConfig {
@@ -214,6 +227,7 @@ impl ServerConfig {
                 .or(file.concurrency_limit)
                 .unwrap_or(crate::model::limits::ACCOUNT_CONCURRENCY),
             cpu_limit,
+            python_zygote,
             runtimes,
         })
     }
@@ -294,6 +308,7 @@ listen = "127.0.0.1:1234"
 region = "eu-west-1"
 keep_alive_secs = 7
 cpu_limit = "quota"
+python_zygote = false
 [[access_keys]]
 access_key_id = "k"
 secret_access_key = "s"
@@ -317,6 +332,7 @@ interpreter = "/usr/local/bin/python3.12"
         assert!(c.runtimes.contains_key("python3.12"));
         assert!(c.runtimes.contains_key("python3.11"));
         assert_eq!(c.cpu_limit, CpuLimit::Quota);
+        assert!(!c.python_zygote);
     }
 
     #[test]
@@ -328,5 +344,24 @@ interpreter = "/usr/local/bin/python3.12"
             ..Default::default()
         });
         assert!(matches!(r, Err(ConfigError::BadCpuLimit(v)) if v == "hard"));
+    }
+
+    #[test]
+    fn python_zygote_is_on_unless_switched_off() {
+        assert!(
+            ServerConfig::resolve(Overrides::default())
+                .unwrap()
+                .python_zygote
+        );
+        let off = |v: &str| {
+            ServerConfig::resolve(Overrides {
+                python_zygote: Some(v.into()),
+                ..Default::default()
+            })
+            .map(|c| c.python_zygote)
+        };
+        assert!(!off("off").unwrap() && !off("false").unwrap());
+        assert!(off("on").unwrap());
+        assert!(matches!(off("maybe"), Err(ConfigError::BadSwitch(v)) if v == "maybe"));
     }
 }

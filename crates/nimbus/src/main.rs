@@ -91,6 +91,10 @@ struct ServeArgs {
     /// CPU may be used) or quota (also a hard ceiling of that share, as on Lambda).
     #[arg(long, env = "NIMBUS_CPU_LIMIT")]
     cpu_limit: Option<String>,
+    /// Jail: start Python runtimes by forking a pre-initialised interpreter (on, the
+    /// default) or by exec'ing a fresh one per environment (off). See decision 0010.
+    #[arg(long, env = "NIMBUS_PYTHON_ZYGOTE")]
+    python_zygote: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -141,6 +145,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 keep_alive_secs: a.keep_alive_secs,
                 concurrency_limit: a.concurrency_limit,
                 cpu_limit: a.cpu_limit,
+                python_zygote: a.python_zygote,
             })?;
             cli::serve::run(config).await?;
             Ok(true)

@@ -76,6 +76,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         SandboxKind::Jail => Arc::new(
             crate::sandbox::jail::JailSandbox::new(crate::sandbox::jail::JailConfig {
                 cpu_quota: config.cpu_limit == CpuLimit::Quota,
+                python_zygote: config.python_zygote,
                 ..crate::sandbox::jail::JailConfig::new(&config.data_dir)
             })
             .context(

@@ -747,6 +747,10 @@ fn entrypoint_error(req: &InvokeRequest, io: &std::io::Error) -> InvokeResult {
     }
 }
 
+/// Lambda's `LD_LIBRARY_PATH` for every runtime.
+pub const DEFAULT_LD_LIBRARY_PATH: &str =
+    "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib";
+
 /// The runtime process's complete environment (lambda-wire.md §4.1): the user's variables,
 /// then the reserved ones, which win. Nothing of the server's own environment.
 pub fn environment_variables(
@@ -764,11 +768,7 @@ pub fn environment_variables(
         ),
         ("LANG".into(), "en_US.UTF-8".into()),
         ("TZ".into(), ":UTC".into()),
-        (
-            "LD_LIBRARY_PATH".into(),
-            "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
-                .into(),
-        ),
+        ("LD_LIBRARY_PATH".into(), DEFAULT_LD_LIBRARY_PATH.into()),
     ];
     match runtime.kind {
         RuntimeKind::Python => env.push(("PYTHONPATH".into(), "/var/runtime".into())),

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../../runtimes/python/bootstrap.py");
 const PYTHON_RUNTIME: &str = include_str!("../../../../runtimes/python/_nimbus_bootstrap.py");
+const PYTHON_ZYGOTE: &str = include_str!("../../../../runtimes/python/_nimbus_zygote.py");
 const NODE_BOOTSTRAP: &str = include_str!("../../../../runtimes/node/bootstrap.js");
 
 /// How a runtime starts its environments.
@@ -113,7 +114,8 @@ impl Catalog {
         let python_dir = root.join("python");
         let node_dir = root.join("node");
         write_if_changed(&python_dir.join("bootstrap.py"), PYTHON_BOOTSTRAP)?;
-        let changed = write_if_changed(&python_dir.join("_nimbus_bootstrap.py"), PYTHON_RUNTIME)?;
+        let changed = write_if_changed(&python_dir.join("_nimbus_bootstrap.py"), PYTHON_RUNTIME)?
+            | write_if_changed(&python_dir.join("_nimbus_zygote.py"), PYTHON_ZYGOTE)?;
         write_if_changed(&node_dir.join("bootstrap.js"), NODE_BOOTSTRAP)?;
         let mut runtimes = BTreeMap::new();
         let mut compiled = std::collections::BTreeSet::new();

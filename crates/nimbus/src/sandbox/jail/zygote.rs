@@ -1,0 +1,485 @@
+//! Python zygotes (docs/decisions/0010-interpreter-zygote.md): one pre-initialised
+//! `python3 -S -B _nimbus_zygote.py` per distinct start-up environment, which forks each
+//! Python runtime straight into its jail instead of the jail exec'ing a fresh interpreter
+//! (~9 ms of CPU per environment, most of a jailed Python start).
+//!
+//! The jail is built exactly as for an exec'd runtime (the jailer's monitor and init, the
+//! root, the cgroup, the network); only its runtime comes from a fork of the zygote, which
+//! joins the jail's cgroup and namespaces and then does what the jailer's `runtime_setup`
+//! does before running the bootstrap. The protocol is described in `_nimbus_zygote.py`.
+//!
+//! Used only where the fork is indistinguishable from an exec'd interpreter: the platform's
+//! own Python command line, no user-chosen loader variables or native libraries on the
+//! loader's path (the dynamic loader reads `LD_LIBRARY_PATH` once, at exec), and the
+//! interpreter's start-up variables equal to one of at most [`MAX_ZYGOTES`] zygotes'.
+//! Anything else takes the exec path.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nimbus_sys::control;
+use nimbus_sys::launch::LaunchError;
+use nimbus_sys::spawn::SpawnedChild;
+use nimbus_sys::spec::JailSpec;
+
+use crate::sandbox::EnvSpec;
+
+/// The zygote script, next to the bootstrap in the Python runtime directory.
+pub(super) const SCRIPT: &str = "_nimbus_zygote.py";
+/// The runtime's command line inside the jail (besides the interpreter) that a zygote can
+/// stand in for.
+const BOOTSTRAP_ARGS: [&str; 3] = ["-S", "-B", "/var/runtime/bootstrap.py"];
+/// Distinct start-up environments served at once; others take the exec path.
+const MAX_ZYGOTES: usize = 4;
+/// Where the zygote finds its control socket, and its script.
+const CONTROL_FD: i32 = 3;
+const SCRIPT_FD: i32 = 4;
+/// How long a zygote may take to import what it shares (normally ~20 ms).
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A zygote is replaced after this many forks or this long: its forks share its address-space
+/// layout and its string-hash seed, and this bounds how many environments do.
+const MAX_FORKS: u32 = 1000;
+const MAX_AGE: Duration = Duration::from_secs(600);
+/// After a zygote failed to start, environments take the exec path for this long.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Variables an interpreter reads once, at its start (a fork inherits the zygote's).
+fn shapes_the_interpreter(name: &str) -> bool {
+    name.starts_with("PYTHON")
+        || name.starts_with("LC_")
+        || matches!(name, "LANG" | "LANGUAGE" | "TZ")
+}
+
+/// Which zygote serves an environment: the interpreter, the script and the start-up
+/// variables it runs with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Key {
+    interpreter: PathBuf,
+    script: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Zygote {
+    /// Killed and reaped when dropped; it also exits when `control` closes.
+    _child: SpawnedChild,
+    control: OwnedFd,
+    forks: u32,
+    started: Instant,
+}
+
+impl Zygote {
+    fn worn_out(&self) -> bool {
+        self.forks >= MAX_FORKS || self.started.elapsed() >= MAX_AGE
+    }
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    running: HashMap<Key, Zygote>,
+    /// A zygote failed to start: none is tried again before then.
+    broken_until: Option<Instant>,
+}
+
+/// The running zygotes, started on first use.
+#[derive(Debug)]
+pub(super) struct Zygotes {
+    /// The jail's seccomp program, as the zygote's forks install it.
+    seccomp: Vec<u8>,
+    /// The platform's `LD_LIBRARY_PATH`: the only loader variable a forked runtime may have.
+    default_library_path: String,
+    registry: Mutex<Registry>,
+}
+
+impl Zygotes {
+    pub(super) fn new(default_library_path: &str) -> Zygotes {
+        Zygotes {
+            seccomp: nimbus_sys::seccomp::SeccompProgram::jail_policy().to_bytes(),
+            default_library_path: default_library_path.to_string(),
+            registry: Mutex::new(Registry::default()),
+        }
+    }
+
+    /// The zygote that can start `spec`'s runtime, or `None` for the exec path.
+    pub(super) fn key_for(&self, spec: &EnvSpec) -> Option<Key> {
+        let (interpreter, args) = spec.argv.split_first()?;
+        if args != BOOTSTRAP_ARGS || !interpreter.starts_with('/') {
+            return None;
+        }
+        let script = spec.runtime_dir.as_ref()?.join(SCRIPT);
+        for (k, v) in &spec.env {
+            if k.starts_with("LD_") && (k != "LD_LIBRARY_PATH" || *v != self.default_library_path) {
+                return None;
+            }
+        }
+        if !loader_finds_nothing_of_the_function(spec) {
+            return None;
+        }
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| shapes_the_interpreter(k))
+            .cloned()
+            .collect();
+        env.sort();
+        Some(Key {
+            interpreter: PathBuf::from(interpreter),
+            script,
+            env,
+        })
+    }
+
+    /// Forks a zygote's child for one environment (starting the zygote if needed) and has it
+    /// join the environment's cgroups, which on cgroup v1 takes a few ms of waiting: done
+    /// while the jail builds its root.
+    pub(super) fn fork(&self, key: &Key, cgroup_procs: &[PathBuf]) -> io::Result<ZygoteFork> {
+        let (ours, theirs) = control::socket_pair()?;
+        let mut registry = self
+            .registry
+            .lock()
+            .map_err(|_| io::Error::other("zygote registry poisoned"))?;
+        let reg = &mut *registry;
+        // A zygote that died (or was killed) fails the send: start a new one, once.
+        let mut sent = false;
+        if let Some(z) = reg.running.get_mut(key) {
+            if !z.worn_out() && control::send(z.control.as_fd(), b"F", &[theirs.as_fd()]).is_ok() {
+                z.forks += 1;
+                sent = true;
+            } else {
+                reg.running.remove(key);
+            }
+        }
+        if !sent {
+            if reg.broken_until.is_some_and(|t| Instant::now() < t) {
+                return Err(io::Error::other("the last zygote failed to start"));
+            }
+            if reg.running.len() >= MAX_ZYGOTES {
+                return Err(io::Error::other(
+                    "all zygotes serve other start-up environments",
+                ));
+            }
+            let mut z = match start(key) {
+                Ok(z) => z,
+                Err(e) => {
+                    reg.broken_until = Some(Instant::now() + RETRY_AFTER);
+                    return Err(e);
+                }
+            };
+            control::send(z.control.as_fd(), b"F", &[theirs.as_fd()])?;
+            z.forks = 1;
+            reg.running.insert(key.clone(), z);
+        }
+        drop(registry);
+        drop(theirs);
+        let paths: Vec<String> = cgroup_procs
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let mut msg = b"C".to_vec();
+        msg.extend_from_slice(&serde_json::to_vec(&paths).map_err(io::Error::other)?);
+        control::send(ours.as_fd(), &msg, &[])?;
+        Ok(ZygoteFork {
+            conn: ours,
+            seccomp: self.seccomp.clone(),
+        })
+    }
+}
+
+/// No native library of the function's could be found through `LD_LIBRARY_PATH` (which a
+/// forked runtime cannot apply to its loader): no `lib` directory in the code or the layers,
+/// no shared object at the top of the code.
+fn loader_finds_nothing_of_the_function(spec: &EnvSpec) -> bool {
+    let dirs = [Some(&spec.code_dir), spec.opt_dir.as_ref()];
+    if dirs.iter().flatten().any(|d| d.join("lib").exists()) {
+        return false;
+    }
+    match std::fs::read_dir(&spec.code_dir) {
+        Ok(entries) => !entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".so") || name.contains(".so.")
+        }),
+        Err(_) => false,
+    }
+}
+
+/// Starts a zygote and waits (blocking, at most [`READY_TIMEOUT`]) until it is ready.
+fn start(key: &Key) -> io::Result<Zygote> {
+    let (ours, theirs) = control::socket_pair()?;
+    let script = std::fs::File::open(&key.script)?;
+    let args = vec![
+        BOOTSTRAP_ARGS[0].to_string(),
+        BOOTSTRAP_ARGS[1].to_string(),
+        format!("/dev/fd/{SCRIPT_FD}"),
+        // What the jails bind at /var/runtime: the zygote preloads the bootstrap from it.
+        key.script
+            .parent()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    ];
+    let child = nimbus_sys::spawn::spawn(
+        &key.interpreter,
+        &args,
+        &key.env,
+        &[(theirs.as_fd(), CONTROL_FD), (script.as_fd(), SCRIPT_FD)],
+    )?;
+    drop(theirs);
+    rustix::net::sockopt::set_socket_timeout(
+        &ours,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(READY_TIMEOUT),
+    )
+    .map_err(io::Error::from)?;
+    let mut buf = [0u8; 8];
+    match control::recv(ours.as_fd(), &mut buf) {
+        Ok((1, _)) if buf[0] == b'Z' => {}
+        Ok(_) => {
+            return Err(io::Error::other(format!(
+                "the Python zygote ({}) exited while starting",
+                key.interpreter.display()
+            )));
+        }
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("the Python zygote did not start: {e}"),
+            ));
+        }
+    }
+    tracing::info!(
+        "jail: started a Python zygote ({}, pid {})",
+        key.interpreter.display(),
+        child.id()
+    );
+    Ok(Zygote {
+        _child: child,
+        control: ours,
+        forks: 0,
+        started: Instant::now(),
+    })
+}
+
+/// A zygote's child for one environment, in its cgroup, waiting for the jail.
+#[derive(Debug)]
+pub(super) struct ZygoteFork {
+    conn: OwnedFd,
+    seccomp: Vec<u8>,
+}
+
+/// What the spec message carries (the rest of the [`JailSpec`] was the init's).
+#[derive(serde::Serialize)]
+struct RuntimeSpec<'a> {
+    argv: &'a [String],
+    env: &'a [(String, String)],
+    cwd: &'a str,
+    uid: u32,
+    gid: u32,
+    max_open_files: u64,
+    seccomp: bool,
+}
+
+impl ZygoteFork {
+    /// Has the child join the jail whose init `init_pidfd` is (its root must be ready) and
+    /// start the runtime; waits (blocking, at most `timeout`) until the runtime runs.
+    pub(super) fn start(
+        self,
+        spec: &JailSpec,
+        init_pidfd: BorrowedFd<'_>,
+        timeout: Duration,
+    ) -> Result<ZygoteRuntime, LaunchError> {
+        let json = serde_json::to_vec(&RuntimeSpec {
+            argv: &spec.argv,
+            env: &spec.env,
+            cwd: &spec.cwd,
+            uid: spec.uid,
+            gid: spec.gid,
+            max_open_files: spec.max_open_files,
+            seccomp: spec.seccomp,
+        })
+        .map_err(io::Error::other)?;
+        let mut msg = Vec::with_capacity(5 + json.len() + self.seccomp.len());
+        msg.push(b'S');
+        msg.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        msg.extend_from_slice(&json);
+        msg.extend_from_slice(&self.seccomp);
+        rustix::net::sockopt::set_socket_timeout(
+            &self.conn,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(timeout),
+        )
+        .map_err(io::Error::from)?;
+        control::send(self.conn.as_fd(), &msg, &[init_pidfd])?;
+        let mut buf = [0u8; 512];
+        let (len, _) = control::recv(self.conn.as_fd(), &mut buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                LaunchError::Timeout(timeout)
+            } else {
+                LaunchError::Io(e)
+            }
+        })?;
+        match &buf[..len] {
+            [b'R'] => {}
+            [b'E', rest @ ..] if rest.len() >= 4 => {
+                let (errno, step) = rest.split_at(4);
+                let errno = i32::from_le_bytes([errno[0], errno[1], errno[2], errno[3]]);
+                return Err(LaunchError::Setup {
+                    step: format!("zygote: {}", String::from_utf8_lossy(step)),
+                    source: io::Error::from_raw_os_error(errno),
+                });
+            }
+            [] => return Err(LaunchError::JailerExited),
+            _ => {
+                return Err(LaunchError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "unexpected message from a zygote",
+                )));
+            }
+        }
+        rustix::io::ioctl_fionbio(&self.conn, true).map_err(io::Error::from)?;
+        Ok(ZygoteRuntime { conn: self.conn })
+    }
+}
+
+/// A runtime started by a zygote: its end comes through the connection.
+#[derive(Debug)]
+pub(super) struct ZygoteRuntime {
+    conn: OwnedFd,
+}
+
+impl ZygoteRuntime {
+    /// The runtime's raw wait status once it ended; `None` if its watcher went away without
+    /// one (it was killed with the jail).
+    pub(super) async fn exited(self) -> Option<i32> {
+        // A SOCK_SEQPACKET socket read as a stream: each read returns one whole message.
+        let conn =
+            tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(self.conn))
+                .ok()?;
+        loop {
+            conn.readable().await.ok()?;
+            let mut buf = [0u8; 16];
+            match conn.try_read(&mut buf) {
+                Ok(5) if buf[0] == b'X' => {
+                    return Some(i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]));
+                }
+                Ok(0) => return None,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIBS: &str = "/lib64:/var/task/lib";
+
+    fn python_spec(code_dir: &std::path::Path) -> EnvSpec {
+        EnvSpec {
+            env_id: "0".repeat(32),
+            argv: vec![
+                "/usr/bin/python3".into(),
+                "-S".into(),
+                "-B".into(),
+                "/var/runtime/bootstrap.py".into(),
+            ],
+            env: vec![
+                ("TZ".into(), ":UTC".into()),
+                ("LANG".into(), "en_US.UTF-8".into()),
+                ("LD_LIBRARY_PATH".into(), LIBS.into()),
+                ("PYTHONPATH".into(), "/var/runtime".into()),
+                ("SECRET".into(), "never in a zygote".into()),
+            ],
+            code_dir: code_dir.to_path_buf(),
+            runtime_dir: Some("/data/runtimes/python".into()),
+            opt_dir: None,
+            host_paths: Vec::new(),
+            memory_mb: 128,
+            ephemeral_mb: 512,
+            network: false,
+            cwd: "/var/task".into(),
+        }
+    }
+
+    #[test]
+    fn the_key_is_the_interpreter_and_its_start_up_variables_only() {
+        let code = tempfile::tempdir().unwrap();
+        std::fs::write(code.path().join("app.py"), "").unwrap();
+        let zygotes = Zygotes::new(LIBS);
+        let key = zygotes.key_for(&python_spec(code.path())).unwrap();
+        assert_eq!(key.interpreter, PathBuf::from("/usr/bin/python3"));
+        assert_eq!(
+            key.script,
+            PathBuf::from("/data/runtimes/python").join(SCRIPT)
+        );
+        let names: Vec<&str> = key.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["LANG", "PYTHONPATH", "TZ"],
+            "sorted, no function variables"
+        );
+
+        let mut other = python_spec(code.path());
+        other.env.push(("PYTHONHASHSEED".into(), "0".into()));
+        assert_ne!(
+            zygotes.key_for(&other).unwrap(),
+            key,
+            "another interpreter state"
+        );
+        other = python_spec(code.path());
+        other.env[4].1 = "another function's secret".into();
+        assert_eq!(zygotes.key_for(&other).unwrap(), key, "same zygote");
+    }
+
+    #[test]
+    fn anything_a_fork_could_not_reproduce_takes_the_exec_path() {
+        let code = tempfile::tempdir().unwrap();
+        let zygotes = Zygotes::new(LIBS);
+        let mut spec = python_spec(code.path());
+        spec.argv = vec!["/var/task/bootstrap".into()];
+        assert!(
+            zygotes.key_for(&spec).is_none(),
+            "not our Python command line"
+        );
+
+        for (k, v) in [
+            ("LD_PRELOAD", "/var/task/x.so"),
+            ("LD_LIBRARY_PATH", "/opt/mine"),
+        ] {
+            let mut spec = python_spec(code.path());
+            spec.env.retain(|(name, _)| name != k);
+            spec.env.push((k.into(), v.into()));
+            assert!(
+                zygotes.key_for(&spec).is_none(),
+                "{k} is read once, at exec"
+            );
+        }
+
+        std::fs::write(code.path().join("libfoo.so.1"), "").unwrap();
+        assert!(
+            zygotes.key_for(&python_spec(code.path())).is_none(),
+            "a library in /var/task"
+        );
+        std::fs::remove_file(code.path().join("libfoo.so.1")).unwrap();
+        std::fs::create_dir(code.path().join("lib")).unwrap();
+        assert!(
+            zygotes.key_for(&python_spec(code.path())).is_none(),
+            "/var/task/lib"
+        );
+        std::fs::remove_dir(code.path().join("lib")).unwrap();
+
+        let layers = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layers.path().join("lib")).unwrap();
+        let mut spec = python_spec(code.path());
+        spec.opt_dir = Some(layers.path().to_path_buf());
+        assert!(zygotes.key_for(&spec).is_none(), "/opt/lib from a layer");
+        spec.opt_dir = None;
+        assert!(zygotes.key_for(&spec).is_some());
+    }
+}

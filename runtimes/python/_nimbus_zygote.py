@@ -1,0 +1,412 @@
+"""Nimbus Python zygote: a pre-initialised interpreter that forks jailed runtimes.
+
+Started by the server (as root, in the host's namespaces) as
+    /usr/bin/python3 -S -B /dev/fd/4 RUNTIME_DIR
+with this file open at fd 4 (so no host path shows in a runtime's /proc/self/cmdline),
+RUNTIME_DIR the host directory the jails bind at /var/runtime (the bootstrap, which the
+zygote imports and compiles once, as it appears there),
+the variables that shape an interpreter at its start (PYTHONPATH, LANG, TZ, ...) set as
+the functions it serves have them, and its control socket at fd 3, on which it says b"Z"
+once it is ready.  A fresh `python3` costs ~9 ms of CPU before it runs a line of ours; a
+fork of this one costs ~1 ms.  See docs/decisions/0010-interpreter-zygote.md.
+
+The zygote itself never reads anything about a function: it only forks.  The fork (C1)
+reads the environment's spec, so no function's variables ever sit in this process, whose
+later forks serve other functions.
+
+Per environment (all messages are SOCK_SEQPACKET, so each arrives whole):
+  server -> zygote (fd 3): b"F" + SCM_RIGHTS(conn)                       -> fork C1
+  server -> C1 (conn): b"C" + JSON list of cgroup.procs files     -> C1 joins them
+  server -> C1 (conn): b"S" + u32 LE JSON length + JSON spec + the seccomp program,
+                       SCM_RIGHTS(pidfd of the jail's init)
+  C1: setns into the init's mount, network, UTS, IPC, PID and cgroup namespaces, takes the
+      init's stdout/stderr (the environment's log pipe), forks C2 (the jail's PID 2) and
+      waits for it.
+  C2: exactly the jailer's runtime_setup (nimbus-sys/src/jailer.rs): session, working
+      directory, RLIMIT_NOFILE, capability bounding set, groups, gid, uid, ambient and
+      other capabilities, no_new_privs, the seccomp filter; then the function's environment
+      and the bootstrap, as `python3 -S -B /var/runtime/bootstrap.py` would run it.
+  C1 -> server: b"R" once C2 is set up, or b"E" + errno (i32 LE) + the failed step; then
+      b"X" + C2's raw wait status (i32 LE) when it ends, and C1 exits.
+"""
+
+import sys
+
+# This process is root on the host: while it imports, only the standard library is on the
+# path (PYTHONPATH names directories of the jails, which on the host may hold anything).
+_startup_path = sys.path[:]
+sys.path[:] = [p for p in sys.path if p.startswith(sys.base_prefix + "/")]
+import os  # noqa: E402
+import _socket  # noqa: E402
+import _signal  # noqa: E402
+import _json  # noqa: E402  (imported by every runtime's start: shared with the forks)
+import ctypes  # noqa: E402
+import gc  # noqa: E402
+sys.path[:] = _startup_path
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+
+# Linux ABI numbers (x86_64 and the generic table agree on these).
+_SYS_PIDFD_GETFD = 438
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_SET_SECCOMP = 22
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_SECCOMP_MODE_FILTER = 2
+_RLIMIT_NOFILE = 7
+_CAP_VERSION_3 = 0x20080522
+_JAIL_NAMESPACES = (0x00020000    # CLONE_NEWNS
+                    | 0x40000000  # CLONE_NEWNET
+                    | 0x04000000  # CLONE_NEWUTS
+                    | 0x08000000  # CLONE_NEWIPC
+                    | 0x20000000  # CLONE_NEWPID
+                    | 0x02000000)  # CLONE_NEWCGROUP
+_EINVAL = 22
+_EIO = 5
+_PR_SET_MM = 35
+_PR_SET_MM_MAP = 14
+
+
+class _StepError(Exception):
+    def __init__(self, step, errno):
+        super().__init__(step)
+        self.step = step
+        self.errno = errno
+
+
+def _check(step, rc):
+    if rc < 0:
+        raise _StepError(step, ctypes.get_errno() or _EIO)
+    return rc
+
+
+def _os_step(step, fn, *args):
+    try:
+        return fn(*args)
+    except OSError as e:
+        raise _StepError(step, e.errno or _EIO) from None
+
+
+def _prctl(step, option, a2=0, a3=0, a4=0, a5=0):
+    return _check(step, _libc.prctl(option, a2, a3, a4, a5))
+
+
+class _Rlimit(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_ulong), ("max", ctypes.c_ulong)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _MmMap(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+        "start_stack", "arg_start", "arg_end", "env_start", "env_end", "auxv")] + [
+        ("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32)]
+
+
+# The command line and environment C2 shows in /proc (kept alive: the kernel reads them
+# from this memory whenever someone reads /proc/PID/cmdline or /proc/PID/environ).
+_proc_areas = []
+
+
+def _show_as_exec(argv, env):
+    """Makes /proc/self/cmdline and /proc/self/environ what an exec'd runtime's would be
+    (they would otherwise show the zygote's), as CRIU restores them: PR_SET_MM_MAP with the
+    process's own layout and two new areas. Best effort: kernels without
+    CONFIG_CHECKPOINT_RESTORE keep the zygote's."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b") ", 1)[1].split()
+        # Fields 26-28 and 45-51 of proc(5), counted from "state" (field 3) here.
+        value = lambda n: int(fields[n - 3])  # noqa: E731
+        cmdline = ctypes.create_string_buffer(b"\0".join(a.encode() for a in argv) + b"\0")
+        environ = ctypes.create_string_buffer(
+            b"".join(f"{k}={v}".encode() + b"\0" for k, v in env))
+        _libc.sbrk.restype = ctypes.c_void_p
+        m = _MmMap(start_code=value(26), end_code=value(27), start_stack=value(28),
+                   start_data=value(45), end_data=value(46), start_brk=value(47),
+                   brk=_libc.sbrk(0) or value(47),
+                   arg_start=ctypes.addressof(cmdline),
+                   arg_end=ctypes.addressof(cmdline) + len(cmdline.raw) - 1,
+                   env_start=ctypes.addressof(environ),
+                   env_end=ctypes.addressof(environ) + len(environ.raw) - 1,
+                   auxv=0, auxv_size=0, exe_fd=0xFFFFFFFF)
+        if _libc.prctl(_PR_SET_MM, _PR_SET_MM_MAP, ctypes.addressof(m), ctypes.sizeof(m),
+                       0) == 0:
+            _proc_areas.extend((cmdline, environ))
+    except Exception:  # noqa: BLE001  (cosmetic: never fail a start over it)
+        pass
+
+
+def _recv(sock, fds_wanted):
+    """One message and the descriptors that came with it (a short message is an error)."""
+    data, ancillary, _flags, _addr = sock.recvmsg(1 << 18, _socket.CMSG_SPACE(4 * fds_wanted))
+    fds = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(int.from_bytes(payload[i:i + 4], sys.byteorder, signed=True)
+                       for i in range(0, usable, 4))
+    return data, fds
+
+
+def _runtime_setup(spec, seccomp):
+    """C2, before any of the function's code: what the jailer's runtime_setup does."""
+    _show_as_exec(spec["argv"], spec["env"])
+    _os_step("start a session", os.setsid)
+    _prctl("set the parent-death signal", _PR_SET_PDEATHSIG, _signal.SIGKILL)
+    _os_step("chdir to the working directory", os.chdir, spec["cwd"])
+    limit = _Rlimit(spec["max_open_files"], spec["max_open_files"])
+    _check("limit open files", _libc.setrlimit(_RLIMIT_NOFILE, ctypes.byref(limit)))
+    for cap in range(64):
+        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 and ctypes.get_errno() != _EINVAL:
+            raise _StepError("drop the capability bounding set", ctypes.get_errno())
+    _os_step("drop supplementary groups", os.setgroups, [])
+    gid, uid = spec["gid"], spec["uid"]
+    _os_step("set the gid", os.setresgid, gid, gid, gid)
+    _os_step("set the uid", os.setresuid, uid, uid, uid)
+    _prctl("clear ambient capabilities", _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check("drop capabilities", _libc.capset(ctypes.byref(header), ctypes.byref(data)))
+    # Changing ids made us non-dumpable (our /proc files root's, our own environ unreadable);
+    # an exec'd runtime is dumpable again after its exec. Nothing of anyone else's is in
+    # this memory: the zygote's code and this function's spec.
+    _prctl("make the runtime dumpable", _PR_SET_DUMPABLE, 1)
+    _prctl("set no_new_privs", _PR_SET_NO_NEW_PRIVS, 1)
+    if spec["seccomp"]:
+        program = ctypes.create_string_buffer(seccomp, len(seccomp))
+        fprog = _SockFprog(len(seccomp) // 8, ctypes.addressof(program))
+        _prctl("install the seccomp filter", _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER,
+               ctypes.addressof(fprog))
+
+
+# The jail's view of the runtime directory, and its entry script compiled once in the zygote.
+_RUNTIME = "/var/runtime/"
+_ENTRY = None  # (path, code)
+
+
+def _preload(host_dir):
+    """Imports the bootstrap module and compiles the entry script as a runtime would find
+    them at /var/runtime (host_dir, bound there in every jail this zygote serves): a fork
+    finds both ready instead of unmarshalling them again."""
+    global _ENTRY
+    name = "_nimbus_bootstrap"
+    with open(os.path.join(host_dir, name + ".py"), "rb") as f:
+        code = compile(f.read(), _RUNTIME + name + ".py", "exec", dont_inherit=True)
+    module = type(sys)(name)
+    module.__file__ = _RUNTIME + name + ".py"
+    exec(code, module.__dict__)
+    sys.modules[name] = module
+    with open(os.path.join(host_dir, "bootstrap.py"), "rb") as f:
+        _ENTRY = (_RUNTIME + "bootstrap.py",
+                  compile(f.read(), _RUNTIME + "bootstrap.py", "exec", dont_inherit=True))
+
+
+def _become_runtime(spec):
+    """C2, after its set-up: the state a fresh `python3 -S -B bootstrap.py` would have."""
+    env = os.environ
+    env.clear()
+    for key, value in spec["env"]:
+        env[key] = value
+    script = spec["argv"][-1]
+    sys.argv = [script]
+    # sys.path[0] is the script's directory; the rest (PYTHONPATH, the standard library)
+    # is the zygote's, started with the same PYTHONPATH. Directories looked up on the host
+    # may have been cached as missing.
+    sys.path[0] = os.path.dirname(script)
+    sys.path_importer_cache.clear()
+    if "random" in sys.modules:  # seeded once in the zygote: never share a sequence
+        sys.modules["random"].seed()
+    main = type(sys)("__main__")
+    main.__file__ = script
+    main.__builtins__ = __builtins__
+    sys.modules["__main__"] = main
+    if _ENTRY is not None and _ENTRY[0] == script:
+        return _ENTRY[1], main.__dict__
+    with open(script, "rb") as f:
+        source = f.read()
+    return compile(source, script, "exec", dont_inherit=True), main.__dict__
+
+
+def _run_runtime(code, namespace):
+    """Runs the bootstrap and ends C2 as an interpreter's exit would. Never returns."""
+    status = 0
+    try:
+        exec(code, namespace)
+    except SystemExit as e:
+        if e.code is None:
+            status = 0
+        elif isinstance(e.code, int):
+            status = e.code
+        else:
+            print(e.code, file=sys.stderr)
+            status = 1
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        status = 1
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        import atexit
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(status & 0xFF)
+
+
+def _c2(spec, seccomp, out, err, devnull, report_w):
+    """The runtime process (PID 2 of the jail). Never returns."""
+    try:
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        keep = max(report_w, 3)
+        os.closerange(3, report_w)
+        os.closerange(keep + 1, 1 << 20)
+        _runtime_setup(spec, seccomp)
+        code, namespace = _become_runtime(spec)
+    except _StepError as e:
+        os.write(report_w, e.errno.to_bytes(4, "little", signed=True) + e.step.encode())
+        os._exit(127)
+    except BaseException as e:
+        os.write(report_w, _EIO.to_bytes(4, "little") + f"prepare the runtime: {e!r}".encode())
+        os._exit(127)
+    os.write(report_w, b"OK")
+    os.close(report_w)
+    _run_runtime(code, namespace)
+
+
+def _c1(conn_fd):
+    """The fork per environment: joins the jail, forks and watches its runtime."""
+    # No parent-death signal: the environment must outlive a zygote that died. C1 ends with
+    # its runtime, which ends with the jail (the server, or the monitor if the server died,
+    # kills the jail's init).
+    conn = _socket.socket(fileno=conn_fd)
+    try:
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        data, _ = _recv(conn, 0)
+        if data[:1] != b"C":
+            raise _StepError("receive the cgroups", _EIO)
+        me = str(os.getpid()).encode()
+        for procs in _json.make_scanner(_Scan())(data[1:].decode(), 0)[0]:
+            fd = _os_step("join the environment's cgroup", os.open, procs, os.O_WRONLY)
+            try:
+                _os_step("join the environment's cgroup", os.write, fd, me)
+            finally:
+                os.close(fd)
+        data, fds = _recv(conn, 1)
+        if data[:1] != b"S" or len(fds) != 1:
+            raise _StepError("receive the spec", _EIO)
+        init = fds[0]
+        length = int.from_bytes(data[1:5], "little")
+        spec = _json.make_scanner(_Scan())(data[5:5 + length].decode(), 0)[0]
+        seccomp = bytes(data[5 + length:])
+        devnull = _os_step("open /dev/null", os.open, "/dev/null", os.O_RDWR)
+        out = _check("take the log pipe", _libc.syscall(_SYS_PIDFD_GETFD, init, 1, 0))
+        err = _check("take the log pipe", _libc.syscall(_SYS_PIDFD_GETFD, init, 2, 0))
+        _check("join the jail's namespaces", _libc.setns(init, _JAIL_NAMESPACES))
+        report_r, report_w = os.pipe()
+        pid = _os_step("fork the runtime", os.fork)
+        if pid == 0:
+            conn.detach()
+            _c2(spec, seccomp, out, err, devnull, report_w)
+        for fd in (report_w, out, err, devnull, init):
+            os.close(fd)
+        report = b""
+        while True:
+            chunk = os.read(report_r, 4096)
+            if not chunk:
+                break
+            report += chunk
+        if report != b"OK":
+            os.waitpid(pid, 0)
+            if len(report) < 4:
+                report = _EIO.to_bytes(4, "little") + b"set up the runtime"
+            conn.sendall(b"E" + report)
+            os._exit(0)
+        conn.sendall(b"R")
+        _, status = os.waitpid(pid, 0)
+        conn.sendall(b"X" + status.to_bytes(4, "little", signed=True))
+    except _StepError as e:
+        _send_quietly(conn, b"E" + e.errno.to_bytes(4, "little", signed=True) + e.step.encode())
+    except BaseException as e:
+        _send_quietly(conn, b"E" + _EIO.to_bytes(4, "little") + f"zygote: {e!r}".encode())
+    os._exit(0)
+
+
+def _send_quietly(conn, message):
+    try:
+        conn.sendall(message)
+    except OSError:
+        pass
+
+
+class _Scan:
+    """What json.loads passes to the C scanner (json.decoder is not imported here)."""
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float
+    memo = {}
+
+
+def main():
+    # The kernel reaps our forks; the forks themselves restore SIGCHLD to wait for theirs.
+    # (No parent-death signal: it would fire when the server *thread* that started us
+    # ends. EOF on the control socket says the server is gone.)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
+    os.close(4)  # this script
+    if len(sys.argv) > 1 and sys.argv[1]:
+        _preload(sys.argv[1])
+    # Everything allocated so far stays out of the forks' garbage collections, which would
+    # otherwise write to (and so copy) every shared page holding an object.
+    gc.freeze()
+    ctl = _socket.socket(fileno=3)
+    ctl.sendall(b"Z")
+    while True:
+        try:
+            data, fds = _recv(ctl, 1)
+        except InterruptedError:
+            continue
+        if not data:
+            os._exit(0)  # the server is gone
+        if data != b"F" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            continue
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(fds[0])  # the server reads EOF on its end: the start fails
+            continue
+        if pid == 0:
+            ctl.close()
+            _c1(fds[0])
+        os.close(fds[0])
+
+
+if __name__ == "__main__":
+    main()
