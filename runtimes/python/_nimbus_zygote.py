@@ -44,11 +44,18 @@ import ctypes  # noqa: E402
 import gc  # noqa: E402
 sys.path[:] = _startup_path
 
+# Every foreign function a fork calls is looked up and typed here, once: a fork that did it
+# itself would pay for it in copied pages.
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
+_libc.sbrk.restype = ctypes.c_void_p
+_libc.sbrk.argtypes = [ctypes.c_long]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_libc.setrlimit.argtypes = [ctypes.c_int, ctypes.c_void_p]
 
 # Linux ABI numbers (x86_64 and the generic table agree on these).
 _SYS_PIDFD_GETFD = 438
@@ -69,6 +76,8 @@ _JAIL_NAMESPACES = (0x00020000    # CLONE_NEWNS
                     | 0x20000000  # CLONE_NEWPID
                     | 0x02000000)  # CLONE_NEWCGROUP
 _EINVAL = 22
+with open("/proc/sys/kernel/cap_last_cap", "rb") as _f:
+    _CAP_LAST = int(_f.read())  # higher numbers are EINVAL for PR_CAPBSET_DROP
 _EIO = 5
 _PR_SET_MM = 35
 _PR_SET_MM_MAP = 14
@@ -133,14 +142,16 @@ def _show_as_exec(argv, env):
     process's own layout and two new areas. Best effort: kernels without
     CONFIG_CHECKPOINT_RESTORE keep the zygote's."""
     try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b") ", 1)[1].split()
+        fd = os.open("/proc/self/stat", os.O_RDONLY)
+        try:
+            fields = os.read(fd, 4096).rsplit(b") ", 1)[1].split()
+        finally:
+            os.close(fd)
         # Fields 26-28 and 45-51 of proc(5), counted from "state" (field 3) here.
         value = lambda n: int(fields[n - 3])  # noqa: E731
         cmdline = ctypes.create_string_buffer(b"\0".join(a.encode() for a in argv) + b"\0")
         environ = ctypes.create_string_buffer(
             b"".join(f"{k}={v}".encode() + b"\0" for k, v in env))
-        _libc.sbrk.restype = ctypes.c_void_p
         m = _MmMap(start_code=value(26), end_code=value(27), start_stack=value(28),
                    start_data=value(45), end_data=value(46), start_brk=value(47),
                    brk=_libc.sbrk(0) or value(47),
@@ -176,7 +187,7 @@ def _runtime_setup(spec, seccomp):
     _os_step("chdir to the working directory", os.chdir, spec["cwd"])
     limit = _Rlimit(spec["max_open_files"], spec["max_open_files"])
     _check("limit open files", _libc.setrlimit(_RLIMIT_NOFILE, ctypes.byref(limit)))
-    for cap in range(64):
+    for cap in range(_CAP_LAST + 1):
         if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 and ctypes.get_errno() != _EINVAL:
             raise _StepError("drop the capability bounding set", ctypes.get_errno())
     _os_step("drop supplementary groups", os.setgroups, [])
