@@ -183,7 +183,6 @@ def _runtime_setup(spec, seccomp):
     """C2, before any of the function's code: what the jailer's runtime_setup does."""
     _show_as_exec(spec["argv"], spec["env"])
     _os_step("start a session", os.setsid)
-    _prctl("set the parent-death signal", _PR_SET_PDEATHSIG, _signal.SIGKILL)
     _os_step("chdir to the working directory", os.chdir, spec["cwd"])
     limit = _Rlimit(spec["max_open_files"], spec["max_open_files"])
     _check("limit open files", _libc.setrlimit(_RLIMIT_NOFILE, ctypes.byref(limit)))
@@ -194,6 +193,8 @@ def _runtime_setup(spec, seccomp):
     gid, uid = spec["gid"], spec["uid"]
     _os_step("set the gid", os.setresgid, gid, gid, gid)
     _os_step("set the uid", os.setresuid, uid, uid, uid)
+    # After the id change, which clears it: C2 dies with C1, its watcher.
+    _prctl("set the parent-death signal", _PR_SET_PDEATHSIG, _signal.SIGKILL)
     _prctl("clear ambient capabilities", _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
     header = _CapHeader(_CAP_VERSION_3, 0)
     data = (_CapData * 2)()

@@ -590,10 +590,6 @@ fn runtime_main(spec: &JailSpec, exec: &Exec, seccomp: &SeccompProgram, err_w: O
 fn runtime_setup(spec: &JailSpec, seccomp: &SeccompProgram) -> Result<(), StepError> {
     os("start a session", rustix::process::setsid())?;
     os(
-        "set the parent-death signal",
-        rustix::process::set_parent_process_death_signal(Some(Signal::KILL)),
-    )?;
-    os(
         "chdir to the working directory",
         rustix::process::chdir(spec.cwd.as_str()),
     )?;
@@ -632,6 +628,11 @@ fn runtime_setup(spec: &JailSpec, seccomp: &SeccompProgram) -> Result<(), StepEr
     os(
         "set the uid",
         rustix::thread::set_thread_res_uid(uid, uid, uid),
+    )?;
+    // After the id change, which clears it.
+    os(
+        "set the parent-death signal",
+        rustix::process::set_parent_process_death_signal(Some(Signal::KILL)),
     )?;
     os(
         "clear ambient capabilities",
