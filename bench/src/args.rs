@@ -65,6 +65,10 @@ pub(crate) struct BenchArgs {
     /// at its memory-proportional CPU share, as Lambda does; results get a `-quota` suffix.
     #[arg(long, value_name = "share|quota", value_parser = ["share", "quota"])]
     pub(crate) cpu_limit: Option<String>,
+    /// `--python-zygote` of every server (the server's default: on). `off` execs a fresh
+    /// interpreter per jailed Python environment; results get a `-nozygote` suffix.
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    pub(crate) python_zygote: Option<String>,
     /// Use this `nimbus` binary instead of building one with cargo.
     #[arg(long, value_name = "PATH")]
     pub(crate) nimbus_bin: Option<PathBuf>,

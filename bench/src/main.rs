@@ -134,6 +134,7 @@ fn raise_fd_limit() {
 
 async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Report> {
     let _ = crate::server::CPU_LIMIT.set(args.cpu_limit.clone());
+    let _ = crate::server::PYTHON_ZYGOTE.set(args.python_zygote.clone());
     let t_run = Instant::now();
     let sections = args.sections();
     let sizes = args.sizes();
@@ -152,6 +153,7 @@ async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Report> {
             runtimes: args.runtimes(),
             memory_mb: args.memory_mb,
             cpu_limit: args.cpu_limit.clone().unwrap_or_else(|| "share".into()),
+            python_zygote: args.python_zygote.clone().unwrap_or_else(|| "on".into()),
             sizes,
             machine: Machine::probe(),
             nimbus_bin: bins.nimbus.clone(),

@@ -70,6 +70,8 @@ pub(crate) struct Meta {
     pub(crate) memory_mb: u32,
     /// The servers' `--cpu-limit` (`share`, the server's default, unless `--cpu-limit`).
     pub(crate) cpu_limit: String,
+    /// The servers' `--python-zygote` (`on`, the server's default, unless `--python-zygote`).
+    pub(crate) python_zygote: String,
     /// The counts and time caps the sections ran with.
     pub(crate) sizes: crate::args::Sizes,
     pub(crate) machine: Machine,
@@ -241,8 +243,8 @@ impl Report {
     }
 }
 
-/// `bench/results/DATE-COMMIT[-dirty][-SANDBOX][-MEMmb][-quota][-N].json`, never overwriting
-/// an earlier run.
+/// `bench/results/DATE-COMMIT[-dirty][-SANDBOX][-MEMmb][-quota][-nozygote][-N].json`, never
+/// overwriting an earlier run.
 pub(crate) fn default_json_path(results: &Path, meta: &Meta) -> PathBuf {
     let date = meta.started.get(..10).unwrap_or("unknown-date");
     let mut stem = format!("{date}-{}", meta.commit);
@@ -259,6 +261,9 @@ pub(crate) fn default_json_path(results: &Path, meta: &Meta) -> PathBuf {
     if meta.cpu_limit != "share" {
         stem.push('-');
         stem.push_str(&meta.cpu_limit);
+    }
+    if meta.sandbox == "jail" && meta.python_zygote == "off" {
+        stem.push_str("-nozygote");
     }
     let mut path = results.join(format!("{stem}.json"));
     let mut n = 2;
@@ -301,6 +306,7 @@ mod tests {
             runtimes: vec![],
             memory_mb: 128,
             cpu_limit: "share".into(),
+            python_zygote: "on".into(),
             sizes: crate::args::Sizes::QUICK,
             machine: Machine {
                 nproc: 2,
@@ -332,6 +338,10 @@ mod tests {
         assert!(second.ends_with("2026-11-25-d8de6e7abcde-dirty-jail-2.json"));
         let clean = default_json_path(dir.path(), &meta("2026-11-25T18:00:00Z", false, "process"));
         assert!(clean.ends_with("2026-11-25-d8de6e7abcde.json"));
+        let mut exec = meta("2026-11-25T18:00:00Z", false, "jail");
+        exec.python_zygote = "off".into();
+        let exec = default_json_path(dir.path(), &exec);
+        assert!(exec.ends_with("2026-11-25-d8de6e7abcde-jail-nozygote.json"));
     }
 
     #[test]

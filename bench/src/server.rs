@@ -99,6 +99,8 @@ pub(crate) struct ServerOptions {
 /// `--cpu-limit` for every server this run starts (`None`: the server's default). Set once
 /// by `main` from the command line, before any server starts.
 pub(crate) static CPU_LIMIT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+/// `--python-zygote` for every server (`None`: the server's default).
+pub(crate) static PYTHON_ZYGOTE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 /// A running `nimbus serve`.
 pub(crate) struct NimbusServer {
@@ -130,6 +132,9 @@ impl NimbusServer {
         }
         if let Some(limit) = CPU_LIMIT.get().and_then(Option::as_deref) {
             cmd.args(["--cpu-limit", limit]);
+        }
+        if let Some(zygote) = PYTHON_ZYGOTE.get().and_then(Option::as_deref) {
+            cmd.args(["--python-zygote", zygote]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

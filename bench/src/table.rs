@@ -23,11 +23,16 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\nNimbus benchmark — {} — commit {}{} — sandbox {}, functions of {} MB, CPU limit {}{}\nmachine: {} × {}, kernel {}, {:.1} GiB, idle CPUs: {}; load generator on the same cores; CPU busy before the run {}; load average {} → {}\n",
+            "\nNimbus benchmark — {} — commit {}{} — sandbox {}{}, functions of {} MB, CPU limit {}{}\nmachine: {} × {}, kernel {}, {:.1} GiB, idle CPUs: {}; load generator on the same cores; CPU busy before the run {}; load average {} → {}\n",
             m.started,
             m.commit,
             if m.dirty { " (dirty tree)" } else { "" },
             m.sandbox,
+            if m.sandbox == "jail" {
+                format!(" (Python zygote {})", m.python_zygote)
+            } else {
+                String::new()
+            },
             m.memory_mb,
             m.cpu_limit,
             if m.quick { " — QUICK run" } else { "" },
