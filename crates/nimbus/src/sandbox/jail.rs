@@ -141,6 +141,9 @@ struct ParkedEnv {
     child: tokio::process::Child,
     cgroup: Option<EnvCgroup>,
     output: OwnedFd,
+    /// A zygote's child already in the jail's cgroup, for the zygote a Python function last
+    /// used (see `JailInner::prefork`).
+    zygote_fork: Option<(zygote::Key, zygote::ZygoteFork)>,
 }
 
 impl ParkedEnv {
@@ -275,12 +278,14 @@ impl JailInner {
     }
 
     /// Spawns a jailer and parks its jail (blocking, ~10-30 ms): cgroup `cgroup_name` with
-    /// `limits`, namespaces, init, listener, and slirp4netns when `with_egress`.
+    /// `limits`, namespaces, init, listener, and slirp4netns when `with_egress`; with
+    /// `prefork`, a zygote's fork in the cgroup too (see `prefork`).
     fn park(
         &self,
         cgroup_name: &str,
         limits: &CgroupLimits,
         with_egress: bool,
+        prefork: bool,
     ) -> Result<ParkedEnv, SandboxError> {
         let cgroup = match &self.cgroups {
             Some(parent) => {
@@ -333,6 +338,14 @@ impl JailInner {
                 return Err(setup_error("create the log pipe")(e));
             }
         };
+        // A zygote's fork joins the cgroup now, with the init: on cgroup v1 every join waits
+        // for an RCU grace period and stalls forks system-wide meanwhile, and joins close
+        // together share one. A Python start then needs no join of its own.
+        let zygote_fork = if prefork {
+            self.prefork(cgroup.as_ref())
+        } else {
+            None
+        };
         let mut cmd = Command::new(&self.config.jailer_program);
         cmd.args(&self.config.jailer_args)
             .env_clear()
@@ -373,6 +386,7 @@ impl JailInner {
                 child,
                 cgroup,
                 output: OwnedFd::from(reader),
+                zygote_fork,
             }),
             Err(e) => {
                 // The jailer kills what it started once our end of the control socket is
@@ -389,6 +403,15 @@ impl JailInner {
         }
     }
 
+    /// A zygote's fork in `cgroup` for a jail being parked, from the zygote the last Python
+    /// start used (none before the first).
+    fn prefork(&self, cgroup: Option<&EnvCgroup>) -> Option<(zygote::Key, zygote::ZygoteFork)> {
+        let zygotes = self.zygotes.as_ref()?;
+        let key = zygotes.last_key()?;
+        let procs = cgroup.map(EnvCgroup::procs_files).unwrap_or_default();
+        zygotes.fork(&key, &procs).ok().map(|f| (key, f))
+    }
+
     /// Runs the function of `spec` in a parked jail.
     fn run(&self, parked: ParkedEnv, spec: &EnvSpec) -> Result<StartedEnv, SandboxError> {
         let mut jspec = match jail_spec(spec, &self.config, parked.cgroup.as_ref()) {
@@ -398,15 +421,17 @@ impl JailInner {
                 return Err(e);
             }
         };
-        // Forked first: the fork joins the cgroup while the jail builds its root.
-        let fork = self.zygote_fork(spec, &jspec);
-        jspec.zygote = fork.is_some();
         let ParkedEnv {
             jail,
             mut child,
             cgroup,
             output,
+            zygote_fork,
         } = parked;
+        // Forked first: the fork joins the cgroup while the jail builds its root (or did so
+        // when the jail was parked).
+        let fork = self.zygote_fork(spec, &jspec, zygote_fork);
+        jspec.zygote = fork.is_some();
         let reap_in_background = |mut child: tokio::process::Child, cgroup: Option<EnvCgroup>| {
             tokio::spawn(async move {
                 let _ = child.wait().await;
@@ -471,11 +496,22 @@ impl JailInner {
         })
     }
 
-    /// A zygote's fork for `spec`'s runtime when a zygote can start it (see `zygote`);
-    /// `None`: the jail execs the runtime.
-    fn zygote_fork(&self, spec: &EnvSpec, jspec: &JailSpec) -> Option<zygote::ZygoteFork> {
+    /// A zygote's fork for `spec`'s runtime when a zygote can start it (see `zygote`): the
+    /// parked jail's own if it came from the right zygote, else a new one. `None`: the jail
+    /// execs the runtime. A parked fork not used is dropped (it exits).
+    fn zygote_fork(
+        &self,
+        spec: &EnvSpec,
+        jspec: &JailSpec,
+        parked: Option<(zygote::Key, zygote::ZygoteFork)>,
+    ) -> Option<zygote::ZygoteFork> {
         let zygotes = self.zygotes.as_ref()?;
         let key = zygotes.key_for(spec)?;
+        if let Some((parked_key, fork)) = parked
+            && parked_key == key
+        {
+            return Some(fork);
+        }
         match zygotes.fork(&key, &jspec.cgroup_procs) {
             Ok(fork) => Some(fork),
             Err(e) => {
@@ -728,7 +764,7 @@ impl Sandbox for JailSandbox {
                 parked
             }
             // The slow path: park one now.
-            None => inner.park(&spec.env_id, &limits, with_egress)?,
+            None => inner.park(&spec.env_id, &limits, with_egress, false)?,
         };
         let mut started = inner.run(parked, spec)?;
         if inner.config.cpu_quota {

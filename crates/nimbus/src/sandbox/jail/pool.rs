@@ -127,7 +127,7 @@ fn refill(pool: &Weak<JailPool>, inner: &JailInner) {
             Ok(Some(kind)) => kind,
         };
         let name = format!("parked-{:016x}", fastrand::u64(..));
-        match inner.park(&name, &parking_limits, with_egress) {
+        match inner.park(&name, &parking_limits, with_egress, true) {
             Ok(parked) => p.put(parked, with_egress),
             Err(e) => {
                 tracing::warn!("jail: cannot park a jail ahead of demand: {e}");

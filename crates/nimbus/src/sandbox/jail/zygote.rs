@@ -93,6 +93,8 @@ pub(super) struct Zygotes {
     /// The platform's `LD_LIBRARY_PATH`: the only loader variable a forked runtime may have.
     default_library_path: String,
     registry: Mutex<Registry>,
+    /// The zygote the last Python start used: parked jails get a fork of it ahead of demand.
+    last_key: Mutex<Option<Key>>,
 }
 
 impl Zygotes {
@@ -101,6 +103,7 @@ impl Zygotes {
             seccomp: nimbus_sys::seccomp::SeccompProgram::jail_policy().to_bytes(),
             default_library_path: default_library_path.to_string(),
             registry: Mutex::new(Registry::default()),
+            last_key: Mutex::new(None),
         }
     }
 
@@ -126,11 +129,20 @@ impl Zygotes {
             .cloned()
             .collect();
         env.sort();
-        Some(Key {
+        let key = Key {
             interpreter: PathBuf::from(interpreter),
             script,
             env,
-        })
+        };
+        if let Ok(mut last) = self.last_key.lock() {
+            last.replace(key.clone());
+        }
+        Some(key)
+    }
+
+    /// The zygote the last Python start used, if any.
+    pub(super) fn last_key(&self) -> Option<Key> {
+        self.last_key.lock().ok()?.clone()
     }
 
     /// Forks a zygote's child for one environment (starting the zygote if needed) and has it
