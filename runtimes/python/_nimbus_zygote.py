@@ -241,6 +241,7 @@ def _become_runtime(spec):
         env[key] = value
     script = spec["argv"][-1]
     sys.argv = [script]
+    sys.orig_argv = list(spec["argv"])  # not the zygote's, which names a host directory
     # sys.path[0] is the script's directory; the rest (PYTHONPATH, the standard library)
     # is the zygote's, started with the same PYTHONPATH. Directories looked up on the host
     # may have been cached as missing.

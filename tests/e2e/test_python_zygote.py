@@ -35,6 +35,7 @@ def handler(event, context):
         "cmdline": cmdline,
         "environ": environ,
         "argv": sys.argv,
+        "orig_argv": sys.orig_argv,
         "main": sys.modules["__main__"].__file__,
         "hash": hash("nimbus"),
         "random": random.getrandbits(64),
@@ -65,6 +66,7 @@ def test_python_runtime_shows_the_command_line_and_environment_of_an_exec_d_inte
     assert got["cmdline"][1:3] == ["-S", "-B"]
     assert got["cmdline"][3].endswith("/bootstrap.py"), got["cmdline"]
     assert got["argv"] == got["cmdline"][3:] and got["main"] == got["cmdline"][3]
+    assert got["orig_argv"] == got["cmdline"]
     environ = dict(e.split("=", 1) for e in got["environ"])
     assert environ["AWS_LAMBDA_FUNCTION_NAME"] == name
     assert environ["GREETING"] == "hello"
