@@ -18,6 +18,11 @@
 //! * **runtime** (PID 2): drops to the unprivileged uid with no capabilities, sets
 //!   no_new_privs, installs the seccomp filter and execs the function's runtime.
 //!
+//! With the run spec's `zygote` flag the init forks no runtime: it builds the root, reports
+//! ready and only reaps orphans; a Python zygote's fork joins the namespaces and becomes
+//! PID 2 (`runtimes/python/_nimbus_zygote.py`, decision 0010), and the server kills the init
+//! when that runtime ends.
+//!
 //! All of this runs before any untrusted code, in a process that owns nothing of the
 //! server's, which is why forking here is safe where forking in the server would not be.
 

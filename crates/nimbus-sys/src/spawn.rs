@@ -109,6 +109,15 @@ fn check(what: &str, rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// The array of pointers `execve` takes: each string's, then NULL. Valid while `strings` is.
+fn null_terminated(strings: &[CString]) -> Vec<*mut c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect()
+}
+
 fn cstring(s: &[u8]) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument"))
 }
@@ -134,20 +143,11 @@ pub fn spawn(
     let argv: Vec<CString> = std::iter::once(Ok(path.clone()))
         .chain(args.iter().map(|a| cstring(a.as_bytes())))
         .collect::<io::Result<_>>()?;
-    let argv_ptrs: Vec<*mut c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr().cast_mut())
-        .chain(std::iter::once(std::ptr::null_mut()))
-        .collect();
     let env: Vec<CString> = env
         .iter()
         .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
         .collect::<io::Result<_>>()?;
-    let envp: Vec<*mut c_char> = env
-        .iter()
-        .map(|e| e.as_ptr().cast_mut())
-        .chain(std::iter::once(std::ptr::null_mut()))
-        .collect();
+    let (argv_ptrs, envp) = (null_terminated(&argv), null_terminated(&env));
     // Copies numbered above every target, so placing one can never overwrite the source of
     // another; close-on-exec, so they vanish from the child at the exec.
     let sources: Vec<OwnedFd> = fds
