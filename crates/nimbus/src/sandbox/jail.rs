@@ -302,6 +302,7 @@ impl JailInner {
         };
         let remove_cgroup = |cg: Option<EnvCgroup>| {
             if let Some(cg) = cg {
+                cg.kill_all(); // a zygote's fork may have joined it already
                 let _ = cg.remove();
             }
         };
