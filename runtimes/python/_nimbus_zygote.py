@@ -39,7 +39,6 @@ sys.path[:] = [p for p in sys.path if p.startswith(sys.base_prefix + "/")]
 import os  # noqa: E402
 import _socket  # noqa: E402
 import _signal  # noqa: E402
-import _json  # noqa: E402  (imported by every runtime's start: shared with the forks)
 import ctypes  # noqa: E402
 import gc  # noqa: E402
 sys.path[:] = _startup_path
@@ -167,9 +166,9 @@ def _show_as_exec(argv, env):
         pass
 
 
-def _recv(sock, fds_wanted):
-    """One message and the descriptors that came with it (a short message is an error)."""
-    data, ancillary, _flags, _addr = sock.recvmsg(1 << 18, _socket.CMSG_SPACE(4 * fds_wanted))
+def _recv(sock, fds_wanted, size=1 << 18):
+    """One message of at most `size` bytes and the descriptors that came with it."""
+    data, ancillary, _flags, _addr = sock.recvmsg(size, _socket.CMSG_SPACE(4 * fds_wanted))
     fds = []
     for level, kind, payload in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
@@ -211,8 +210,10 @@ def _runtime_setup(spec, seccomp):
                ctypes.addressof(fprog))
 
 
-# The jail's view of the runtime directory, and its entry script compiled once in the zygote.
+# The jail's view of the runtime directory; the bootstrap module and its entry script,
+# loaded once in the zygote (by _preload).
 _RUNTIME = "/var/runtime/"
+_BOOTSTRAP = None
 _ENTRY = None  # (path, code)
 
 
@@ -220,7 +221,7 @@ def _preload(host_dir):
     """Imports the bootstrap module and compiles the entry script as a runtime would find
     them at /var/runtime (host_dir, bound there in every jail this zygote serves): a fork
     finds both ready instead of unmarshalling them again."""
-    global _ENTRY
+    global _BOOTSTRAP, _ENTRY
     name = "_nimbus_bootstrap"
     with open(os.path.join(host_dir, name + ".py"), "rb") as f:
         code = compile(f.read(), _RUNTIME + name + ".py", "exec", dont_inherit=True)
@@ -228,6 +229,7 @@ def _preload(host_dir):
     module.__file__ = _RUNTIME + name + ".py"
     exec(code, module.__dict__)
     sys.modules[name] = module
+    _BOOTSTRAP = module
     with open(os.path.join(host_dir, "bootstrap.py"), "rb") as f:
         _ENTRY = (_RUNTIME + "bootstrap.py",
                   compile(f.read(), _RUNTIME + "bootstrap.py", "exec", dont_inherit=True))
@@ -247,13 +249,11 @@ def _become_runtime(spec):
     # may have been cached as missing.
     sys.path[0] = os.path.dirname(script)
     sys.path_importer_cache.clear()
-    if "random" in sys.modules:  # seeded once in the zygote: never share a sequence
-        sys.modules["random"].seed()
     main = type(sys)("__main__")
     main.__file__ = script
     main.__builtins__ = __builtins__
     sys.modules["__main__"] = main
-    if _ENTRY is not None and _ENTRY[0] == script:
+    if _ENTRY[0] == script:
         return _ENTRY[1], main.__dict__
     with open(script, "rb") as f:
         source = f.read()
@@ -322,7 +322,7 @@ def _c1(conn_fd):
         if data[:1] != b"C":
             raise _StepError("receive the cgroups", _EIO)
         me = str(os.getpid()).encode()
-        for procs in _json.make_scanner(_Scan())(data[1:].decode(), 0)[0]:
+        for procs in _BOOTSTRAP._scan_once(data[1:].decode(), 0)[0]:
             fd = _os_step("join the environment's cgroup", os.open, procs, os.O_WRONLY)
             try:
                 _os_step("join the environment's cgroup", os.write, fd, me)
@@ -333,7 +333,7 @@ def _c1(conn_fd):
             raise _StepError("receive the spec", _EIO)
         init = fds[0]
         length = int.from_bytes(data[1:5], "little")
-        spec = _json.make_scanner(_Scan())(data[5:5 + length].decode(), 0)[0]
+        spec = _BOOTSTRAP._scan_once(data[5:5 + length].decode(), 0)[0]
         seccomp = bytes(data[5 + length:])
         devnull = _os_step("open /dev/null", os.open, "/dev/null", os.O_RDWR)
         out = _check("take the log pipe", _libc.syscall(_SYS_PIDFD_GETFD, init, 1, 0))
@@ -375,25 +375,13 @@ def _send_quietly(conn, message):
         pass
 
 
-class _Scan:
-    """What json.loads passes to the C scanner (json.decoder is not imported here)."""
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = float
-    memo = {}
-
-
 def main():
     # The kernel reaps our forks; the forks themselves restore SIGCHLD to wait for theirs.
     # (No parent-death signal: it would fire when the server *thread* that started us
     # ends. EOF on the control socket says the server is gone.)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
     os.close(4)  # this script
-    if len(sys.argv) > 1 and sys.argv[1]:
-        _preload(sys.argv[1])
+    _preload(sys.argv[1])
     # Everything allocated so far stays out of the forks' garbage collections, which would
     # otherwise write to (and so copy) every shared page holding an object.
     gc.freeze()
@@ -401,7 +389,7 @@ def main():
     ctl.sendall(b"Z")
     while True:
         try:
-            data, fds = _recv(ctl, 1)
+            data, fds = _recv(ctl, 1, 16)
         except InterruptedError:
             continue
         if not data:
