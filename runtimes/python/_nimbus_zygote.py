@@ -22,12 +22,20 @@ Per environment (all messages are SOCK_SEQPACKET, so each arrives whole):
   C1: setns into the init's mount, network, UTS, IPC, PID and cgroup namespaces, takes the
       init's stdout/stderr (the environment's log pipe), forks C2 (the jail's PID 2) and
       waits for it.
-  C2: exactly the jailer's runtime_setup (nimbus-sys/src/jailer.rs): session, working
-      directory, RLIMIT_NOFILE, capability bounding set, groups, gid, uid, ambient and
-      other capabilities, no_new_privs, the seccomp filter; then the function's environment
-      and the bootstrap, as `python3 -S -B /var/runtime/bootstrap.py` would run it.
+  C2: the jailer's runtime_setup, step for step (nimbus-sys/src/jailer.rs): session,
+      working directory, RLIMIT_NOFILE, capability bounding set, groups, gid, uid,
+      parent-death signal, ambient and other capabilities, no_new_privs, the seccomp filter
+      (plus: dumpable again, and the exec'd command line and environment in /proc); then the
+      function's environment and the bootstrap, as `python3 -S -B /var/runtime/bootstrap.py`
+      would run it.
   C1 -> server: b"R" once C2 is set up, or b"E" + errno (i32 LE) + the failed step; then
       b"X" + C2's raw wait status (i32 LE) when it ends, and C1 exits.
+
+When the server closes fd 3 (it retires this zygote, or it is gone), the zygote waits for
+its forks to end, so none is orphaned, and exits.
+
+Nothing imported here may seed state a fork must not share: `random` is not imported (an
+e2e test checks that two environments draw different numbers).
 """
 
 import sys
@@ -393,7 +401,7 @@ def main():
         except InterruptedError:
             continue
         if not data:
-            os._exit(0)  # the server is gone
+            break  # retired, or the server is gone
         if data != b"F" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -407,6 +415,17 @@ def main():
             ctl.close()
             _c1(fds[0])
         os.close(fds[0])
+    # With SIGCHLD ignored, wait() returns (ECHILD) once every fork has ended and been
+    # reaped: a runtime's watcher outlives the server's interest in the zygote, never its
+    # zygote (an orphaned watcher would be left to the host's init to reap).
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+    os._exit(0)
 
 
 if __name__ == "__main__":

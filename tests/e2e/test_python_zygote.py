@@ -38,6 +38,7 @@ def handler(event, context):
         "orig_argv": sys.orig_argv,
         "main": sys.modules["__main__"].__file__,
         "hash": hash("nimbus"),
+        "ppid": os.getppid(),
         "random": random.getrandbits(64),
     }
 """
@@ -75,18 +76,23 @@ def test_python_runtime_shows_the_command_line_and_environment_of_an_exec_d_inte
         assert environ["PYTHONPATH"] == "/var/runtime"
 
 
+def fresh_hash(seed: str) -> int:
+    """hash("nimbus") in an interpreter started with PYTHONHASHSEED=seed."""
+    return int(subprocess.run(
+        ["/usr/bin/python3", "-S", "-B", "-c", "print(hash('nimbus'))"],
+        env={"PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True,
+    ).stdout)
+
+
 def test_python_hash_seed_chosen_by_the_function_applies_from_the_start(server):
     """PYTHONHASHSEED is read once, when the interpreter starts: a function that sets it gets
     the hashes of an interpreter started with it (a zygote of its own, not the default one)."""
-    expected = subprocess.run(
-        ["/usr/bin/python3", "-S", "-B", "-c", "print(hash('nimbus'))"],
-        env={"PYTHONHASHSEED": "1234"}, capture_output=True, text=True, check=True,
-    ).stdout.strip()
+    expected = fresh_hash("1234")
     seeded = create_probe(server, "zyseed",
                           Environment={"Variables": {"PYTHONHASHSEED": "1234"}})
-    assert probe(server, seeded)["hash"] == int(expected)
+    assert probe(server, seeded)["hash"] == expected
     unseeded = create_probe(server, "zynoseed")
-    assert probe(server, unseeded)["hash"] != int(expected)
+    assert probe(server, unseeded)["hash"] != expected
 
 
 def test_native_library_in_the_functions_lib_directory_is_found_through_ld_library_path(
@@ -169,3 +175,25 @@ def test_a_killed_python_zygote_is_replaced_and_running_environments_keep_servin
     assert ended.json()["errorType"] == "Runtime.ExitError"
     assert "exit status 3" in ended.json()["errorMessage"]
     assert stream_of(probe(srv, first)) != stream_of(warm), "a new environment"
+
+
+@pytest.mark.skipif(SANDBOX != "jail", reason="zygotes serve the jail only")
+def test_a_fifth_start_up_environment_retires_the_idlest_zygote_without_ending_its_runtimes(
+        make_server):
+    """At most four zygotes run. A fifth distinct start-up environment retires the one that
+    forked least recently — no function can keep others on the exec path for good — and a
+    retired zygote stays until its forks end, so its warm environment keeps serving."""
+    srv = make_server()
+    started = []
+    for seed in ("11", "12", "13", "14", "15"):
+        name = create_probe(srv, f"zyevict{seed}",
+                            Environment={"Variables": {"PYTHONHASHSEED": seed}})
+        got = probe(srv, name)
+        # Forked: its watcher is outside the jail's PID namespace (an exec'd runtime's
+        # parent is the jail's init, 1).
+        assert got["ppid"] == 0, f"seed {seed} was not started by a zygote"
+        assert got["hash"] == fresh_hash(seed)
+        started.append((name, got))
+    first, warm = started[0]
+    assert stream_of(probe(srv, first)) == stream_of(warm), "outlived its zygote's retirement"
+    assert len(zygotes_of(srv)) == 5, "four serving, one retired but waiting for its fork"

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nimbus_sys::control;
@@ -33,7 +33,8 @@ pub(super) const SCRIPT: &str = "_nimbus_zygote.py";
 /// The runtime's command line inside the jail (besides the interpreter) that a zygote can
 /// stand in for.
 const BOOTSTRAP_ARGS: [&str; 3] = ["-S", "-B", "/var/runtime/bootstrap.py"];
-/// Distinct start-up environments served at once; others take the exec path.
+/// Distinct start-up environments served at once; a new one retires the zygote that forked
+/// least recently (so no function can keep others' starts on the exec path for good).
 const MAX_ZYGOTES: usize = 4;
 /// Where the zygote finds its control socket, and its script.
 const CONTROL_FD: i32 = 3;
@@ -65,16 +66,42 @@ pub(super) struct Key {
 
 #[derive(Debug)]
 struct Zygote {
-    /// Killed and reaped when dropped; it also exits when `control` closes.
-    _child: SpawnedChild,
+    /// Always `Some` until dropped.
+    child: Option<SpawnedChild>,
     control: OwnedFd,
     forks: u32,
     started: Instant,
+    last_fork: Instant,
 }
 
 impl Zygote {
     fn worn_out(&self) -> bool {
         self.forks >= MAX_FORKS || self.started.elapsed() >= MAX_AGE
+    }
+
+    fn send_fork(&mut self, conn: BorrowedFd<'_>) -> io::Result<()> {
+        control::send(self.control.as_fd(), b"F", &[conn])?;
+        self.forks += 1;
+        self.last_fork = Instant::now();
+        Ok(())
+    }
+}
+
+impl Drop for Zygote {
+    /// Retires it without killing it: `control` closes right after this, and the zygote exits
+    /// once its forks have (they watch live environments; killed, they would be orphans for
+    /// the host's init to reap). A thread reaps it then; one that died is reaped at once.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take()
+            && !child.try_wait()
+        {
+            let spawned = std::thread::Builder::new()
+                .name("nimbus-zygote-reap".into())
+                .spawn(move || child.wait());
+            if let Err(e) = spawned {
+                tracing::warn!("jail: a retired zygote is left unreaped: {e}");
+            }
+        }
     }
 }
 
@@ -89,7 +116,7 @@ struct Registry {
 #[derive(Debug)]
 pub(super) struct Zygotes {
     /// The jail's seccomp program, as the zygote's forks install it.
-    seccomp: Vec<u8>,
+    seccomp: Arc<[u8]>,
     /// The platform's `LD_LIBRARY_PATH`: the only loader variable a forked runtime may have.
     default_library_path: String,
     registry: Mutex<Registry>,
@@ -100,7 +127,9 @@ pub(super) struct Zygotes {
 impl Zygotes {
     pub(super) fn new(default_library_path: &str) -> Zygotes {
         Zygotes {
-            seccomp: nimbus_sys::seccomp::SeccompProgram::jail_policy().to_bytes(),
+            seccomp: nimbus_sys::seccomp::SeccompProgram::jail_policy()
+                .to_bytes()
+                .into(),
             default_library_path: default_library_path.to_string(),
             registry: Mutex::new(Registry::default()),
             last_key: Mutex::new(None),
@@ -129,18 +158,14 @@ impl Zygotes {
             .cloned()
             .collect();
         env.sort();
-        let key = Key {
+        Some(Key {
             interpreter: PathBuf::from(interpreter),
             script,
             env,
-        };
-        if let Ok(mut last) = self.last_key.lock() {
-            last.replace(key.clone());
-        }
-        Some(key)
+        })
     }
 
-    /// The zygote the last Python start used, if any.
+    /// The zygote the last fork came from, if any.
     pub(super) fn last_key(&self) -> Option<Key> {
         self.last_key.lock().ok()?.clone()
     }
@@ -156,23 +181,23 @@ impl Zygotes {
             .map_err(|_| io::Error::other("zygote registry poisoned"))?;
         let reg = &mut *registry;
         // A zygote that died (or was killed) fails the send: start a new one, once.
-        let mut sent = false;
-        if let Some(z) = reg.running.get_mut(key) {
-            if !z.worn_out() && control::send(z.control.as_fd(), b"F", &[theirs.as_fd()]).is_ok() {
-                z.forks += 1;
-                sent = true;
-            } else {
-                reg.running.remove(key);
-            }
-        }
+        let sent = match reg.running.get_mut(key) {
+            Some(z) if !z.worn_out() => z.send_fork(theirs.as_fd()).is_ok(),
+            _ => false,
+        };
         if !sent {
+            reg.running.remove(key);
             if reg.broken_until.is_some_and(|t| Instant::now() < t) {
                 return Err(io::Error::other("the last zygote failed to start"));
             }
-            if reg.running.len() >= MAX_ZYGOTES {
-                return Err(io::Error::other(
-                    "all zygotes serve other start-up environments",
-                ));
+            if reg.running.len() >= MAX_ZYGOTES
+                && let Some(idlest) = reg
+                    .running
+                    .iter()
+                    .min_by_key(|(_, z)| z.last_fork)
+                    .map(|(k, _)| k.clone())
+            {
+                reg.running.remove(&idlest);
             }
             let mut z = match start(key) {
                 Ok(z) => z,
@@ -181,9 +206,11 @@ impl Zygotes {
                     return Err(e);
                 }
             };
-            control::send(z.control.as_fd(), b"F", &[theirs.as_fd()])?;
-            z.forks = 1;
+            z.send_fork(theirs.as_fd())?;
             reg.running.insert(key.clone(), z);
+        }
+        if let Ok(mut last) = self.last_key.lock() {
+            last.replace(key.clone());
         }
         drop(registry);
         drop(theirs);
@@ -196,7 +223,7 @@ impl Zygotes {
         control::send(ours.as_fd(), &msg, &[])?;
         Ok(ZygoteFork {
             conn: ours,
-            seccomp: self.seccomp.clone(),
+            seccomp: Arc::clone(&self.seccomp),
         })
     }
 }
@@ -267,11 +294,13 @@ fn start(key: &Key) -> io::Result<Zygote> {
         key.interpreter.display(),
         child.id()
     );
+    let now = Instant::now();
     Ok(Zygote {
-        _child: child,
+        child: Some(child),
         control: ours,
         forks: 0,
-        started: Instant::now(),
+        started: now,
+        last_fork: now,
     })
 }
 
@@ -279,7 +308,7 @@ fn start(key: &Key) -> io::Result<Zygote> {
 #[derive(Debug)]
 pub(super) struct ZygoteFork {
     conn: OwnedFd,
-    seccomp: Vec<u8>,
+    seccomp: Arc<[u8]>,
 }
 
 /// What the spec message carries (the rest of the [`JailSpec`] was the init's).
