@@ -667,6 +667,9 @@ def test_proc_lists_only_the_environments_own_processes__pid_namespace(hostile, 
     assert "python3" in r["cmdlines"]["2"], r["cmdlines"]
     assert r["proc_server_pid_exists"] is False
     assert r["me"]["pid"] == 2
+    # Forked by the Python zygote (its watcher is outside the jail's PID namespace, parent 0),
+    # not exec'd by the init (parent 1): this whole suite attacks zygote-started runtimes.
+    assert r["ppid"] == 0, "the attacker runs as the zygote started it"
     assert r["me"]["ns"]["pid"] != ns_inode(os.getpid()), "same PID namespace as the host"
     hostile.assert_server_alive()
     hostile.canary.check("after")

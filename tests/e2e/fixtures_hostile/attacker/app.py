@@ -256,6 +256,7 @@ def processes(event):
     return {
         "pids": pids,
         "cmdlines": cmdlines,
+        "ppid": os.getppid(),
         "proc_server_pid_exists": os.path.exists(f"/proc/{server_pid}"),
         "kill_server_0": attempt(os.kill, server_pid, 0),
         "kill_server_9": attempt(os.kill, server_pid, 9),
