@@ -30,7 +30,12 @@ pub(crate) enum Command {
     /// a separate process, like `nimbus serve`, so both sides of the comparison pay the same
     /// process and scheduler costs. Prints `listening on ADDR` and serves until killed.
     #[command(hide = true)]
-    EchoServer,
+    EchoServer {
+        /// Poll idle CPUs while serving, as `nimbus serve --idle-poll` does, so that the
+        /// floor and the server see the same idle CPUs.
+        #[arg(long)]
+        idle_poll: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +74,11 @@ pub(crate) struct BenchArgs {
     /// interpreter per jailed Python environment; results get a `-nozygote` suffix.
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
     pub(crate) python_zygote: Option<String>,
+    /// `--idle-poll` of every server (the server's default: auto, polling where idle vCPUs
+    /// halt without polling). The echo floor polls whenever the servers do; `off` gives
+    /// results a `-noidlepoll` suffix.
+    #[arg(long, value_name = "auto|on|off", value_parser = ["auto", "on", "off"])]
+    pub(crate) idle_poll: Option<String>,
     /// Use this `nimbus` binary instead of building one with cargo.
     #[arg(long, value_name = "PATH")]
     pub(crate) nimbus_bin: Option<PathBuf>,
@@ -248,7 +258,15 @@ mod tests {
     #[test]
     fn the_echo_server_is_a_subcommand() {
         let cli = parse(&["echo-server"]);
-        assert!(matches!(cli.command, Some(Command::EchoServer)));
+        assert!(matches!(
+            cli.command,
+            Some(Command::EchoServer { idle_poll: false })
+        ));
+        let cli = parse(&["echo-server", "--idle-poll"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::EchoServer { idle_poll: true })
+        ));
     }
 
     #[test]

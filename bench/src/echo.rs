@@ -13,7 +13,16 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-pub(crate) fn run() -> anyhow::Result<()> {
+/// The floor's own idle-polling request, as `nimbus serve` holds one (decision 0011).
+static IDLE_POLL: std::sync::OnceLock<nimbus::invoke::idle_poll::IdlePoll> =
+    std::sync::OnceLock::new();
+
+pub(crate) fn run(idle_poll: bool) -> anyhow::Result<()> {
+    if idle_poll {
+        use nimbus::invoke::idle_poll::{IdlePoll, LINGER};
+        let request = nimbus_sys::cpuidle::CpuLatencyRequest::open()?;
+        let _ = IDLE_POLL.set(IdlePoll::start(request, LINGER)?);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         // One worker per core, explicitly: TOKIO_WORKER_THREADS in the environment is meant
         // for the server under test (it inherits it), not for the harness.
@@ -51,6 +60,9 @@ async fn serve() -> anyhow::Result<()> {
 }
 
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(p) = IDLE_POLL.get() {
+        p.touch();
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),

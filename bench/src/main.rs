@@ -39,8 +39,8 @@ use crate::server::{NimbusServer, ServerOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::EchoServer) = cli.command {
-        return match echo::run() {
+    if let Some(Command::EchoServer { idle_poll }) = cli.command {
+        return match echo::run(idle_poll) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("echo server: {e:#}");
@@ -135,6 +135,9 @@ fn raise_fd_limit() {
 async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Report> {
     let _ = crate::server::CPU_LIMIT.set(args.cpu_limit.clone());
     let _ = crate::server::PYTHON_ZYGOTE.set(args.python_zygote.clone());
+    let _ = crate::server::IDLE_POLL.set(args.idle_poll.clone());
+    let idle_poll = server::idle_poll_effective(args.idle_poll.as_deref());
+    let _ = crate::server::FLOOR_IDLE_POLL.set(idle_poll);
     let t_run = Instant::now();
     let sections = args.sections();
     let sizes = args.sizes();
@@ -154,6 +157,8 @@ async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Report> {
             memory_mb: args.memory_mb,
             cpu_limit: args.cpu_limit.clone().unwrap_or_else(|| "share".into()),
             python_zygote: args.python_zygote.clone().unwrap_or_else(|| "on".into()),
+            idle_poll_mode: args.idle_poll.clone().unwrap_or_else(|| "auto".into()),
+            idle_poll,
             sizes,
             machine: Machine::probe(),
             nimbus_bin: bins.nimbus.clone(),

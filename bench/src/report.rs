@@ -72,6 +72,10 @@ pub(crate) struct Meta {
     pub(crate) cpu_limit: String,
     /// The servers' `--python-zygote` (`on`, the server's default, unless `--python-zygote`).
     pub(crate) python_zygote: String,
+    /// The servers' `--idle-poll` (`auto`, the server's default, unless `--idle-poll`).
+    pub(crate) idle_poll_mode: String,
+    /// Whether the servers, and the echo floor with them, polled idle CPUs while serving.
+    pub(crate) idle_poll: bool,
     /// The counts and time caps the sections ran with.
     pub(crate) sizes: crate::args::Sizes,
     pub(crate) machine: Machine,
@@ -243,7 +247,7 @@ impl Report {
     }
 }
 
-/// `bench/results/DATE-COMMIT[-dirty][-SANDBOX][-MEMmb][-quota][-nozygote][-N].json`, never
+/// `bench/results/DATE-COMMIT[-dirty][-SANDBOX][-MEMmb][-quota][-nozygote][-noidlepoll][-N].json`, never
 /// overwriting an earlier run.
 pub(crate) fn default_json_path(results: &Path, meta: &Meta) -> PathBuf {
     let date = meta.started.get(..10).unwrap_or("unknown-date");
@@ -264,6 +268,9 @@ pub(crate) fn default_json_path(results: &Path, meta: &Meta) -> PathBuf {
     }
     if meta.sandbox == "jail" && meta.python_zygote == "off" {
         stem.push_str("-nozygote");
+    }
+    if meta.idle_poll_mode == "off" {
+        stem.push_str("-noidlepoll");
     }
     let mut path = results.join(format!("{stem}.json"));
     let mut n = 2;
@@ -307,6 +314,8 @@ mod tests {
             memory_mb: 128,
             cpu_limit: "share".into(),
             python_zygote: "on".into(),
+            idle_poll_mode: "auto".into(),
+            idle_poll: true,
             sizes: crate::args::Sizes::QUICK,
             machine: Machine {
                 nproc: 2,
@@ -342,6 +351,10 @@ mod tests {
         exec.python_zygote = "off".into();
         let exec = default_json_path(dir.path(), &exec);
         assert!(exec.ends_with("2026-11-25-d8de6e7abcde-jail-nozygote.json"));
+        let mut halting = meta("2026-11-25T18:00:00Z", false, "jail");
+        halting.idle_poll_mode = "off".into();
+        let halting = default_json_path(dir.path(), &halting);
+        assert!(halting.ends_with("2026-11-25-d8de6e7abcde-jail-noidlepoll.json"));
     }
 
     #[test]

@@ -102,6 +102,22 @@ pub(crate) static CPU_LIMIT: std::sync::OnceLock<Option<String>> = std::sync::On
 /// `--python-zygote` for every server (`None`: the server's default).
 pub(crate) static PYTHON_ZYGOTE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
+/// `--idle-poll` for every server (`None`: the server's default, auto).
+pub(crate) static IDLE_POLL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+/// Whether the echo floor polls idle CPUs: whenever the servers do.
+pub(crate) static FLOOR_IDLE_POLL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Whether a server given `--idle-poll mode` (`None`: auto) polls idle CPUs while it serves,
+/// by the server's own rule (decision 0011).
+pub(crate) fn idle_poll_effective(mode: Option<&str>) -> bool {
+    let wanted = match mode {
+        Some("off") => false,
+        Some("on") => true,
+        _ => nimbus::invoke::idle_poll::auto_applies(),
+    };
+    wanted && nimbus_sys::cpuidle::CpuLatencyRequest::open().is_ok()
+}
+
 /// A running `nimbus serve`.
 pub(crate) struct NimbusServer {
     // Field order matters: the process stops before its data directory is removed.
@@ -135,6 +151,9 @@ impl NimbusServer {
         }
         if let Some(zygote) = PYTHON_ZYGOTE.get().and_then(Option::as_deref) {
             cmd.args(["--python-zygote", zygote]);
+        }
+        if let Some(mode) = IDLE_POLL.get().and_then(Option::as_deref) {
+            cmd.args(["--idle-poll", mode]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -275,8 +294,12 @@ pub(crate) struct EchoServer {
 impl EchoServer {
     pub(crate) async fn start() -> anyhow::Result<EchoServer> {
         let exe = std::env::current_exe().context("cannot find the harness's own binary")?;
-        let mut child = Command::new(exe)
-            .arg("echo-server")
+        let mut cmd = Command::new(exe);
+        cmd.arg("echo-server");
+        if FLOOR_IDLE_POLL.get().copied().unwrap_or(false) {
+            cmd.arg("--idle-poll");
+        }
+        let mut child = cmd
             // Its stdin is how it notices the harness is gone (EOF), even after SIGKILL.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -23,7 +23,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\nNimbus benchmark — {} — commit {}{} — sandbox {}{}, functions of {} MB, CPU limit {}{}\nmachine: {} × {}, kernel {}, {:.1} GiB, idle CPUs: {}; load generator on the same cores; CPU busy before the run {}; load average {} → {}\n",
+            "\nNimbus benchmark — {} — commit {}{} — sandbox {}{}, functions of {} MB, CPU limit {}, idle polling {} ({}){}\nmachine: {} × {}, kernel {}, {:.1} GiB, idle CPUs: {}; load generator on the same cores; CPU busy before the run {}; load average {} → {}\n",
             m.started,
             m.commit,
             if m.dirty { " (dirty tree)" } else { "" },
@@ -35,6 +35,8 @@ impl Report {
             },
             m.memory_mb,
             m.cpu_limit,
+            if m.idle_poll { "on" } else { "off" },
+            m.idle_poll_mode,
             if m.quick { " — QUICK run" } else { "" },
             m.machine.nproc,
             m.machine.cpu_model,

@@ -1,13 +1,51 @@
 //! How an idle CPU waits (`/sys/devices/system/cpu/cpuidle`). On a KVM guest whose idle
 //! vCPUs halt without polling first, every message that wakes one costs a VM exit and a host
 //! wake-up — most of a warm invoke's latency on an otherwise idle machine
-//! (docs/benchmarks.md, "Halted vCPUs"). Read by `nimbus serve` for a hint and by the
-//! benchmark for its header.
+//! (docs/benchmarks.md, "Halted vCPUs"). Read by `nimbus serve` to decide whether to poll
+//! while it serves invokes ([`CpuLatencyRequest`], decision 0011) and by the benchmark for its
+//! header.
 
 use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
 
 const DRIVER: &str = "/sys/devices/system/cpu/cpuidle/current_driver";
 const GUEST_HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+/// The CPU latency PM QoS interface (Documentation/power/pm_qos_interface.rst).
+const CPU_DMA_LATENCY: &str = "/dev/cpu_dma_latency";
+/// "No constraint": the kernel's default CPU latency (`PM_QOS_CPU_LATENCY_DEFAULT_VALUE`, µs).
+const NO_CONSTRAINT_US: i32 = 2_000_000_000;
+
+/// This process's CPU latency request (PM QoS). While it asks for 0 µs, the cpuidle governor
+/// keeps idle CPUs in the polling state instead of any state that takes time to leave —
+/// halting, on a KVM guest — so waking a task on an idle CPU needs neither an interrupt nor a
+/// VM exit: the polling CPU sees the reschedule flag. The request is this process's alone: the
+/// kernel drops it when the file is closed, so also when the process dies. Opening needs
+/// root (the device is 0600).
+#[derive(Debug)]
+pub struct CpuLatencyRequest {
+    file: File,
+}
+
+impl CpuLatencyRequest {
+    /// Opens a request that constrains nothing yet.
+    pub fn open() -> io::Result<CpuLatencyRequest> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(CPU_DMA_LATENCY)?;
+        let request = CpuLatencyRequest { file };
+        request.poll(false)?;
+        Ok(request)
+    }
+
+    /// Asks idle CPUs to poll (`true`: 0 µs) or lifts the constraint (`false`). Changing it
+    /// kicks every idle CPU, so they re-select their idle state at once.
+    pub fn poll(&self, poll: bool) -> io::Result<()> {
+        let us: i32 = if poll { 0 } else { NO_CONSTRAINT_US };
+        // A 4-byte write is read as a binary s32 (cpu_latency_qos_write).
+        (&self.file).write_all(&us.to_ne_bytes())
+    }
+}
 
 /// The cpuidle driver and, for KVM's `haltpoll`, how long the guest polls before halting.
 #[derive(Clone, Debug, PartialEq, Eq)]

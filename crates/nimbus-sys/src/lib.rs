@@ -11,7 +11,8 @@
 //! - [`rootfs`] (private): the mount plan and `pivot_root`.
 //! - [`net`]: `lo` and the Runtime API listener inside a network namespace.
 //! - [`egress`]: outbound access for a jail through slirp4netns.
-//! - [`cpuidle`]: how idle CPUs wait (halted vCPUs on a KVM guest).
+//! - [`cpuidle`]: how idle CPUs wait (halted vCPUs on a KVM guest), and the server's request
+//!   that they poll while it serves invokes.
 //! - [`cgroup`]: per-environment cgroups, v1 and v2, and the sweep of leftovers.
 //! - [`spawn`]: helper programs started with `posix_spawn` (no fork of the server).
 //! - [`seccomp`] and [`seccomp_policy`]: the filter compiler and the reviewed policy table.

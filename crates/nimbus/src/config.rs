@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub concurrency_limit: Option<u32>,
     pub cpu_limit: Option<String>,
     pub python_zygote: Option<bool>,
+    pub idle_poll: Option<String>,
     #[serde(default)]
     pub access_keys: Vec<FileKey>,
     #[serde(default)]
@@ -66,6 +67,16 @@ pub enum CpuLimit {
     Quota,
 }
 
+/// Whether idle CPUs poll while invocations run (decision 0011).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePollMode {
+    /// Where idle CPUs halt without polling first (a KVM guest with guest halt polling off),
+    /// and the server may make the request (root). The default.
+    Auto,
+    On,
+    Off,
+}
+
 /// The resolved configuration of `nimbus serve`.
 #[derive(Debug)]
 pub struct ServerConfig {
@@ -81,6 +92,7 @@ pub struct ServerConfig {
     pub cpu_limit: CpuLimit,
     /// Jail: Python runtimes forked from a zygote (decision 0010). On by default.
     pub python_zygote: bool,
+    pub idle_poll: IdlePollMode,
     pub runtimes: BTreeMap<String, RuntimeConfig>,
 }
 
@@ -108,6 +120,8 @@ pub enum ConfigError {
     BadCpuLimit(String),
     #[error("invalid python-zygote value '{0}': expected 'on' or 'off'")]
     BadSwitch(String),
+    #[error("invalid idle-poll value '{0}': expected 'auto', 'on' or 'off'")]
+    BadIdlePoll(String),
 }
 
 /// What the command line (or its environment variables) said.
@@ -126,6 +140,8 @@ pub struct Overrides {
     pub cpu_limit: Option<String>,
     /// `on`/`off` (also `true`/`false`).
     pub python_zygote: Option<String>,
+    /// `auto`, `on` or `off`.
+    pub idle_poll: Option<String>,
 }
 
 pub fn validate_account(a: &str) -> Result<(), ConfigError> {
@@ -198,6 +214,12 @@ impl ServerConfig {
             Some("off" | "false") => false,
             Some(other) => return Err(ConfigError::BadSwitch(other.to_string())),
         };
+        let idle_poll = match o.idle_poll.or(file.idle_poll).as_deref() {
+            None | Some("auto") => IdlePollMode::Auto,
+            Some("on" | "true") => IdlePollMode::On,
+            Some("off" | "false") => IdlePollMode::Off,
+            Some(other) => return Err(ConfigError::BadIdlePoll(other.to_string())),
+        };
         let mut runtimes = default_runtime_configs();
         runtimes.extend(file.runtimes);
         Ok(ServerConfig {
@@ -228,6 +250,7 @@ impl ServerConfig {
                 .unwrap_or(crate::model::limits::ACCOUNT_CONCURRENCY),
             cpu_limit,
             python_zygote,
+            idle_poll,
             runtimes,
         })
     }
@@ -309,6 +332,7 @@ region = "eu-west-1"
 keep_alive_secs = 7
 cpu_limit = "quota"
 python_zygote = false
+idle_poll = "off"
 [[access_keys]]
 access_key_id = "k"
 secret_access_key = "s"
@@ -333,6 +357,7 @@ interpreter = "/usr/local/bin/python3.12"
         assert!(c.runtimes.contains_key("python3.11"));
         assert_eq!(c.cpu_limit, CpuLimit::Quota);
         assert!(!c.python_zygote);
+        assert_eq!(c.idle_poll, IdlePollMode::Off);
     }
 
     #[test]
@@ -363,5 +388,21 @@ interpreter = "/usr/local/bin/python3.12"
         assert!(!off("off").unwrap() && !off("false").unwrap());
         assert!(off("on").unwrap());
         assert!(matches!(off("maybe"), Err(ConfigError::BadSwitch(v)) if v == "maybe"));
+    }
+
+    #[test]
+    fn idle_poll_is_automatic_unless_set() {
+        let mode = |v: Option<&str>| {
+            ServerConfig::resolve(Overrides {
+                idle_poll: v.map(String::from),
+                ..Default::default()
+            })
+            .map(|c| c.idle_poll)
+        };
+        assert_eq!(mode(None).unwrap(), IdlePollMode::Auto);
+        assert_eq!(mode(Some("auto")).unwrap(), IdlePollMode::Auto);
+        assert_eq!(mode(Some("on")).unwrap(), IdlePollMode::On);
+        assert_eq!(mode(Some("off")).unwrap(), IdlePollMode::Off);
+        assert!(matches!(mode(Some("always")), Err(ConfigError::BadIdlePoll(v)) if v == "always"));
     }
 }

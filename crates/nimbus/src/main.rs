@@ -95,6 +95,10 @@ struct ServeArgs {
     /// default) or by exec'ing a fresh one per environment (off). See decision 0010.
     #[arg(long, env = "NIMBUS_PYTHON_ZYGOTE")]
     python_zygote: Option<String>,
+    /// Idle CPUs poll while invocations run, instead of halting: auto (where idle vCPUs halt
+    /// without polling, e.g. a KVM guest; the default), on or off. See decision 0011.
+    #[arg(long, env = "NIMBUS_IDLE_POLL")]
+    idle_poll: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +150,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 concurrency_limit: a.concurrency_limit,
                 cpu_limit: a.cpu_limit,
                 python_zygote: a.python_zygote,
+                idle_poll: a.idle_poll,
             })?;
             cli::serve::run(config).await?;
             Ok(true)

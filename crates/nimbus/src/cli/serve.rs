@@ -9,12 +9,50 @@ use anyhow::Context;
 
 use crate::api::{self, AppState};
 use crate::auth::{Credentials, KeyStore};
-use crate::config::{CpuLimit, SandboxKind, ServerConfig};
+use crate::config::{CpuLimit, IdlePollMode, SandboxKind, ServerConfig};
+use crate::invoke::idle_poll::{self, IdlePoll};
 use crate::invoke::{Invoker, InvokerConfig};
 use crate::logs::LogStore;
 use crate::runtimes::Catalog;
 use crate::sandbox::Sandbox;
 use crate::store::Store;
+
+/// The server's idle-polling request (decision 0011), if `mode` and the machine call for it.
+fn start_idle_poll(mode: IdlePollMode) -> Option<IdlePoll> {
+    let idle = nimbus_sys::cpuidle::CpuIdle::read();
+    let wanted = match mode {
+        IdlePollMode::Off => false,
+        IdlePollMode::On => true,
+        IdlePollMode::Auto => idle.as_ref().is_some_and(|i| i.halts_without_polling()),
+    };
+    let idle = idle.map_or_else(|| "no cpuidle".to_string(), |i| i.to_string());
+    if !wanted {
+        tracing::debug!("idle polling off ({idle})");
+        return None;
+    }
+    let started = nimbus_sys::cpuidle::CpuLatencyRequest::open()
+        .and_then(|request| IdlePoll::start(request, idle_poll::LINGER));
+    match started {
+        Ok(poll) => {
+            tracing::info!(
+                "idle CPUs poll while invocations run ({idle}; --idle-poll off to let them halt)"
+            );
+            Some(poll)
+        }
+        Err(e) => {
+            let msg = format!(
+                "idle polling unavailable ({idle}): cannot request it through \
+                 /dev/cpu_dma_latency: {e}"
+            );
+            if mode == IdlePollMode::On {
+                tracing::warn!("{msg}");
+            } else {
+                tracing::info!("{msg}");
+            }
+            None
+        }
+    }
+}
 
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -87,7 +125,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     };
     sandbox.sweep_leftovers();
     let logs = LogStore::open(config.data_dir.join("logs")).context("cannot open the log store")?;
-    let invoker = Arc::new(Invoker::new(
+    let mut invoker = Invoker::new(
         InvokerConfig {
             region: config.region.clone(),
             concurrency_limit: config.concurrency_limit,
@@ -97,7 +135,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         sandbox.clone(),
         logs.clone(),
         config.data_dir.join("code"),
-    ));
+    );
+    if let Some(idle_poll) = start_idle_poll(config.idle_poll) {
+        invoker = invoker.with_idle_poll(idle_poll);
+    }
+    let invoker = Arc::new(invoker);
     let queue = crate::queue::EventQueue::open(
         &config.data_dir,
         crate::queue::QueueConfig::from_env(&config.region, config.concurrency_limit)?,
@@ -139,12 +181,6 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     announce(&config, addr, generated, &keys[0], sandbox.name());
-    if nimbus_sys::cpuidle::CpuIdle::read().is_some_and(|i| i.halts_without_polling()) {
-        tracing::info!(
-            "idle vCPUs halt without polling (guest_halt_poll_ns=0): warm invokes on an idle \
-             machine pay ~4 vCPU wake-ups each; see docs/benchmarks.md, \"Halted vCPUs\""
-        );
-    }
 
     let reaper = {
         let invoker = invoker.clone();

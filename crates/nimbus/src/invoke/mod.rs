@@ -23,6 +23,7 @@ use crate::runtimes::{Catalog, RuntimeKind};
 use crate::sandbox::{EnvSpec, Sandbox, SandboxError};
 
 pub mod concurrency;
+pub mod idle_poll;
 pub mod usage;
 
 use concurrency::{Concurrency, Throttle};
@@ -91,6 +92,8 @@ pub struct Invoker {
     pub concurrency: Concurrency,
     pub usage: usage::Usage,
     provisioned: Mutex<HashMap<ProvisionedKey, ProvisionedState>>,
+    /// Idle CPUs poll around invocations (decision 0011); `None`: they idle as they will.
+    idle_poll: Option<idle_poll::IdlePoll>,
 }
 
 /// A provisioned-concurrency configuration: function, qualifier.
@@ -136,8 +139,15 @@ impl Invoker {
             concurrency: Concurrency::new(config.concurrency_limit),
             usage: usage::Usage::default(),
             provisioned: Mutex::new(HashMap::new()),
+            idle_poll: None,
             config,
         }
+    }
+
+    /// Asks idle CPUs to poll around invocations.
+    pub fn with_idle_poll(mut self, idle_poll: idle_poll::IdlePoll) -> Self {
+        self.idle_poll = Some(idle_poll);
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -264,10 +274,20 @@ impl Invoker {
     /// client that disconnects) cannot abandon a leased environment halfway, and a panic
     /// stays inside that task.
     pub async fn invoke(self: &Arc<Self>, req: InvokeRequest) -> Result<InvokeResult, InvokeError> {
+        self.touch_idle_poll();
         let me = self.clone();
-        tokio::spawn(async move { me.invoke_to_end(req).await })
+        let result = tokio::spawn(async move { me.invoke_to_end(req).await })
             .await
-            .map_err(|e| InvokeError::Internal(format!("invocation task failed: {e}")))?
+            .map_err(|e| InvokeError::Internal(format!("invocation task failed: {e}")))?;
+        // Polling lingers from here, covering the answer's way back to the client.
+        self.touch_idle_poll();
+        result
+    }
+
+    fn touch_idle_poll(&self) {
+        if let Some(p) = &self.idle_poll {
+            p.touch();
+        }
     }
 
     async fn invoke_to_end(
