@@ -94,6 +94,9 @@ pub struct Invoker {
     provisioned: Mutex<HashMap<ProvisionedKey, ProvisionedState>>,
     /// Idle CPUs poll around invocations (decision 0011); `None`: they idle as they will.
     idle_poll: Option<idle_poll::IdlePoll>,
+    /// Poll only while fewer invocations than this run (the CPUs): beyond, CPUs are rarely
+    /// idle, and on a shared host a polling vCPU spends host time the busy one needs.
+    idle_poll_below: u32,
 }
 
 /// A provisioned-concurrency configuration: function, qualifier.
@@ -140,6 +143,7 @@ impl Invoker {
             usage: usage::Usage::default(),
             provisioned: Mutex::new(HashMap::new()),
             idle_poll: None,
+            idle_poll_below: 0,
             config,
         }
     }
@@ -147,6 +151,8 @@ impl Invoker {
     /// Asks idle CPUs to poll around invocations.
     pub fn with_idle_poll(mut self, idle_poll: idle_poll::IdlePoll) -> Self {
         self.idle_poll = Some(idle_poll);
+        self.idle_poll_below = std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
         self
     }
 
@@ -284,8 +290,11 @@ impl Invoker {
         result
     }
 
+    /// Called before admission and after release: `in_flight` counts the others.
     fn touch_idle_poll(&self) {
-        if let Some(p) = &self.idle_poll {
+        if let Some(p) = &self.idle_poll
+            && self.in_flight() < self.idle_poll_below
+        {
             p.touch();
         }
     }
