@@ -35,7 +35,7 @@ fn start_idle_poll(mode: IdlePollMode) -> Option<IdlePoll> {
     match started {
         Ok(poll) => {
             tracing::info!(
-                "idle CPUs poll while invocations run ({idle}; --idle-poll off to let them halt)"
+                "idle CPUs poll around invocations ({idle}; --idle-poll off lets them halt)"
             );
             Some(poll)
         }
