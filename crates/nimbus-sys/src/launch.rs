@@ -132,6 +132,16 @@ fn set_timeout(sock: &OwnedFd, timeout: Option<Duration>) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
+/// Waits (blocking, at most `timeout`) until the peer on `sock` says `R`: a jailer once its
+/// runtime was exec'd, a Python zygote's fork once its runtime runs (same messages). A failure
+/// report (`E`), EOF or the timeout is the error.
+pub fn await_ready(sock: &OwnedFd, timeout: Duration) -> Result<(), LaunchError> {
+    set_timeout(sock, Some(timeout))?;
+    await_message(sock, timeout, |m| {
+        matches!(m, JailerMessage::Ready).then_some(())
+    })
+}
+
 /// Reads jailer messages until `want` accepts one; a failure report, EOF or timeout ends it.
 fn await_message<T>(
     sock: &OwnedFd,
@@ -241,15 +251,9 @@ impl ParkedJail {
     pub fn run(self, spec: &JailSpec, timeout: Duration) -> Result<StartedJail, LaunchError> {
         let ParkedJail { listener, process } = self;
         let sock = &process.control;
-        set_timeout(sock, Some(timeout))?;
         let result = control::send(sock.as_fd(), &spec.encode(), &[])
             .map_err(LaunchError::from)
-            .and_then(|()| {
-                await_message(sock, timeout, |m| match m {
-                    JailerMessage::Ready => Some(()),
-                    _ => None,
-                })
-            })
+            .and_then(|()| await_ready(sock, timeout))
             .and_then(|()| Ok(set_timeout(sock, None)?));
         match result {
             Ok(()) => Ok(StartedJail { listener, process }),
@@ -258,5 +262,37 @@ impl ParkedJail {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn await_ready_reads_ready_failures_eof_and_silence() {
+        let wait = Duration::from_millis(50);
+        let (ours, theirs) = control::socket_pair().unwrap();
+        control::send_ready(theirs.as_fd()).unwrap();
+        assert!(await_ready(&ours, wait).is_ok());
+
+        control::send_failed(theirs.as_fd(), "join the jail's namespaces", libc::EPERM);
+        match await_ready(&ours, wait) {
+            Err(LaunchError::Setup { step, source }) => {
+                assert_eq!(step, "join the jail's namespaces");
+                assert_eq!(source.raw_os_error(), Some(libc::EPERM));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        assert!(matches!(
+            await_ready(&ours, wait),
+            Err(LaunchError::Timeout(_))
+        ));
+        drop(theirs);
+        assert!(matches!(
+            await_ready(&ours, wait),
+            Err(LaunchError::JailerExited)
+        ));
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nimbus_sys::control;
-use nimbus_sys::launch::LaunchError;
+use nimbus_sys::launch::{self, LaunchError};
 use nimbus_sys::spawn::SpawnedChild;
 use nimbus_sys::spec::JailSpec;
 
@@ -347,39 +347,15 @@ impl ZygoteFork {
         msg.extend_from_slice(&(json.len() as u32).to_le_bytes());
         msg.extend_from_slice(&json);
         msg.extend_from_slice(&self.seccomp);
-        rustix::net::sockopt::set_socket_timeout(
-            &self.conn,
-            rustix::net::sockopt::Timeout::Recv,
-            Some(timeout),
-        )
-        .map_err(io::Error::from)?;
         control::send(self.conn.as_fd(), &msg, &[init_pidfd])?;
-        let mut buf = [0u8; 512];
-        let (len, _) = control::recv(self.conn.as_fd(), &mut buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                LaunchError::Timeout(timeout)
-            } else {
-                LaunchError::Io(e)
-            }
+        // The fork answers as a jailer does: `R`, or `E` + errno + the failed step.
+        launch::await_ready(&self.conn, timeout).map_err(|e| match e {
+            LaunchError::Setup { step, source } => LaunchError::Setup {
+                step: format!("zygote: {step}"),
+                source,
+            },
+            e => e,
         })?;
-        match &buf[..len] {
-            [b'R'] => {}
-            [b'E', rest @ ..] if rest.len() >= 4 => {
-                let (errno, step) = rest.split_at(4);
-                let errno = i32::from_le_bytes([errno[0], errno[1], errno[2], errno[3]]);
-                return Err(LaunchError::Setup {
-                    step: format!("zygote: {}", String::from_utf8_lossy(step)),
-                    source: io::Error::from_raw_os_error(errno),
-                });
-            }
-            [] => return Err(LaunchError::JailerExited),
-            _ => {
-                return Err(LaunchError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "unexpected message from a zygote",
-                )));
-            }
-        }
         rustix::io::ioctl_fionbio(&self.conn, true).map_err(io::Error::from)?;
         Ok(ZygoteRuntime { conn: self.conn })
     }
