@@ -110,6 +110,8 @@ struct Registry {
     running: HashMap<Key, Zygote>,
     /// A zygote failed to start: none is tried again before then.
     broken_until: Option<Instant>,
+    /// The zygote the last Python start used: parked jails get a fork of it ahead of demand.
+    last_key: Option<Key>,
 }
 
 /// The running zygotes, started on first use.
@@ -120,8 +122,6 @@ pub(super) struct Zygotes {
     /// The platform's `LD_LIBRARY_PATH`: the only loader variable a forked runtime may have.
     default_library_path: String,
     registry: Mutex<Registry>,
-    /// The zygote the last Python start used: parked jails get a fork of it ahead of demand.
-    last_key: Mutex<Option<Key>>,
 }
 
 impl Zygotes {
@@ -132,7 +132,6 @@ impl Zygotes {
                 .into(),
             default_library_path: default_library_path.to_string(),
             registry: Mutex::new(Registry::default()),
-            last_key: Mutex::new(None),
         }
     }
 
@@ -167,7 +166,7 @@ impl Zygotes {
 
     /// The zygote the last fork came from, if any.
     pub(super) fn last_key(&self) -> Option<Key> {
-        self.last_key.lock().ok()?.clone()
+        self.registry.lock().ok()?.last_key.clone()
     }
 
     /// Forks a zygote's child for one environment (starting the zygote if needed) and has it
@@ -209,9 +208,7 @@ impl Zygotes {
             z.send_fork(theirs.as_fd())?;
             reg.running.insert(key.clone(), z);
         }
-        if let Ok(mut last) = self.last_key.lock() {
-            last.replace(key.clone());
-        }
+        reg.last_key = Some(key.clone());
         drop(registry);
         drop(theirs);
         let paths: Vec<String> = cgroup_procs
