@@ -110,12 +110,10 @@ pub(crate) static FLOOR_IDLE_POLL: std::sync::OnceLock<bool> = std::sync::OnceLo
 /// Whether a server given `--idle-poll mode` (`None`: auto) polls idle CPUs while it serves,
 /// by the server's own rule (decision 0011).
 pub(crate) fn idle_poll_effective(mode: Option<&str>) -> bool {
-    let wanted = match mode {
-        Some("off") => false,
-        Some("on") => true,
-        _ => nimbus::invoke::idle_poll::auto_applies(),
-    };
-    wanted && nimbus_sys::cpuidle::CpuLatencyRequest::open().is_ok()
+    use nimbus::config::IdlePollMode;
+    let mode = mode.map_or(Some(IdlePollMode::Auto), IdlePollMode::parse);
+    mode.is_some_and(nimbus::invoke::idle_poll::wanted)
+        && nimbus_sys::cpuidle::CpuLatencyRequest::open().is_ok()
 }
 
 /// A running `nimbus serve`.

@@ -77,6 +77,31 @@ pub enum IdlePollMode {
     Off,
 }
 
+impl IdlePollMode {
+    /// `auto`, or a switch (`on`/`off`, `true`/`false`).
+    pub fn parse(value: &str) -> Option<IdlePollMode> {
+        match value {
+            "auto" => Some(IdlePollMode::Auto),
+            other => switch(other).map(|on| {
+                if on {
+                    IdlePollMode::On
+                } else {
+                    IdlePollMode::Off
+                }
+            }),
+        }
+    }
+}
+
+/// An on/off option's value.
+fn switch(value: &str) -> Option<bool> {
+    match value {
+        "on" | "true" => Some(true),
+        "off" | "false" => Some(false),
+        _ => None,
+    }
+}
+
 /// The resolved configuration of `nimbus serve`.
 #[derive(Debug)]
 pub struct ServerConfig {
@@ -210,15 +235,11 @@ impl ServerConfig {
         };
         let python_zygote = match o.python_zygote.as_deref() {
             None => file.python_zygote.unwrap_or(true),
-            Some("on" | "true") => true,
-            Some("off" | "false") => false,
-            Some(other) => return Err(ConfigError::BadSwitch(other.to_string())),
+            Some(v) => switch(v).ok_or_else(|| ConfigError::BadSwitch(v.to_string()))?,
         };
-        let idle_poll = match o.idle_poll.or(file.idle_poll).as_deref() {
-            None | Some("auto") => IdlePollMode::Auto,
-            Some("on" | "true") => IdlePollMode::On,
-            Some("off" | "false") => IdlePollMode::Off,
-            Some(other) => return Err(ConfigError::BadIdlePoll(other.to_string())),
+        let idle_poll = match o.idle_poll.or(file.idle_poll) {
+            None => IdlePollMode::Auto,
+            Some(v) => IdlePollMode::parse(&v).ok_or(ConfigError::BadIdlePoll(v))?,
         };
         let mut runtimes = default_runtime_configs();
         runtimes.extend(file.runtimes);

@@ -95,8 +95,9 @@ struct ServeArgs {
     /// default) or by exec'ing a fresh one per environment (off). See decision 0010.
     #[arg(long, env = "NIMBUS_PYTHON_ZYGOTE")]
     python_zygote: Option<String>,
-    /// Idle CPUs poll while invocations run, instead of halting: auto (where idle vCPUs halt
-    /// without polling, e.g. a KVM guest; the default), on or off. See decision 0011.
+    /// Idle CPUs poll for 2 ms around each invocation's start and end instead of halting:
+    /// auto (where idle vCPUs halt without polling, e.g. a KVM guest; the default), on or
+    /// off. See decision 0011.
     #[arg(long, env = "NIMBUS_IDLE_POLL")]
     idle_poll: Option<String>,
 }

@@ -19,14 +19,9 @@ use crate::store::Store;
 
 /// The server's idle-polling request (decision 0011), if `mode` and the machine call for it.
 fn start_idle_poll(mode: IdlePollMode) -> Option<IdlePoll> {
-    let idle = nimbus_sys::cpuidle::CpuIdle::read();
-    let wanted = match mode {
-        IdlePollMode::Off => false,
-        IdlePollMode::On => true,
-        IdlePollMode::Auto => idle.as_ref().is_some_and(|i| i.halts_without_polling()),
-    };
-    let idle = idle.map_or_else(|| "no cpuidle".to_string(), |i| i.to_string());
-    if !wanted {
+    let idle = nimbus_sys::cpuidle::CpuIdle::read()
+        .map_or_else(|| "no cpuidle".to_string(), |i| i.to_string());
+    if !idle_poll::wanted(mode) {
         tracing::debug!("idle polling off ({idle})");
         return None;
     }

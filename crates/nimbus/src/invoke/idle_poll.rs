@@ -13,14 +13,22 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use crate::config::IdlePollMode;
+
 /// How long idle CPUs keep polling after the last invocation: sequential invokes from one
 /// client are microseconds apart; a sparse trickle should not keep CPUs busy.
 pub const LINGER: Duration = Duration::from_millis(2);
 
-/// Whether `--idle-poll auto` polls on this machine: where idle vCPUs halt without polling
-/// first (KVM's `haltpoll` cpuidle driver with `guest_halt_poll_ns` = 0).
-pub fn auto_applies() -> bool {
-    nimbus_sys::cpuidle::CpuIdle::read().is_some_and(|i| i.halts_without_polling())
+/// Whether a server with `--idle-poll mode` polls on this machine: `auto` where idle vCPUs
+/// halt without polling first (KVM's `haltpoll` cpuidle driver with `guest_halt_poll_ns` = 0).
+pub fn wanted(mode: IdlePollMode) -> bool {
+    match mode {
+        IdlePollMode::Off => false,
+        IdlePollMode::On => true,
+        IdlePollMode::Auto => {
+            nimbus_sys::cpuidle::CpuIdle::read().is_some_and(|i| i.halts_without_polling())
+        }
+    }
 }
 
 /// What turns polling on and off: the process's CPU latency request, or a recorder in tests.
@@ -47,6 +55,8 @@ struct Inner {
     /// Nanoseconds from `epoch` to the last activity.
     last: AtomicU64,
     polling: AtomicBool,
+    /// The knob refused to turn polling on: never tried again (not once per invocation).
+    refused: AtomicBool,
     /// Serialises turning polling on and off (never taken while polling stays on).
     switch: Mutex<()>,
     /// The thread that turns polling off after `linger` without activity.
@@ -72,6 +82,7 @@ impl IdlePoll {
             epoch: Instant::now(),
             last: AtomicU64::new(0),
             polling: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             switch: Mutex::new(()),
             manager: std::sync::OnceLock::new(),
         });
@@ -87,11 +98,11 @@ impl IdlePoll {
     pub fn touch(&self) {
         let inner = &*self.inner;
         inner.last.store(inner.now(), Ordering::SeqCst);
-        if inner.polling.load(Ordering::SeqCst) {
+        if inner.polling.load(Ordering::SeqCst) || inner.refused.load(Ordering::Relaxed) {
             return;
         }
         let _switch = inner.switch.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.polling.load(Ordering::SeqCst) {
+        if inner.polling.load(Ordering::SeqCst) || inner.refused.load(Ordering::Relaxed) {
             return;
         }
         match inner.knob.poll(true) {
@@ -101,7 +112,10 @@ impl IdlePoll {
                     m.unpark();
                 }
             }
-            Err(e) => tracing::debug!("cannot request idle polling: {e}"),
+            Err(e) => {
+                inner.refused.store(true, Ordering::Relaxed);
+                tracing::warn!("cannot request idle polling, giving it up: {e}");
+            }
         }
     }
 
@@ -211,16 +225,26 @@ mod tests {
     }
 
     #[test]
-    fn a_knob_that_fails_leaves_polling_off() {
-        struct Refuses;
+    fn a_knob_that_fails_leaves_polling_off_and_is_not_asked_again() {
+        #[derive(Clone, Default)]
+        struct Refuses(Arc<AtomicU64>);
         impl Knob for Refuses {
             fn poll(&self, _: bool) -> std::io::Result<()> {
+                self.0.fetch_add(1, Ordering::SeqCst);
                 Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
             }
         }
-        let poll = IdlePoll::start(Refuses, LINGER).unwrap();
-        poll.touch();
+        let knob = Refuses::default();
+        let poll = IdlePoll::start(knob.clone(), LINGER).unwrap();
+        for _ in 0..3 {
+            poll.touch();
+        }
         assert!(!poll.polling());
+        assert_eq!(
+            knob.0.load(Ordering::SeqCst),
+            1,
+            "one failed write, not one per touch"
+        );
     }
 
     #[test]
