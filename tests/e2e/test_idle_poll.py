@@ -69,26 +69,26 @@ def constraints_during_invocations(server, name) -> list[int]:
     return samples
 
 
-def test_idle_polling_is_requested_while_invocations_run_and_lifted_after(make_server):
-    server = make_server(extra_args=("--idle-poll", "on"))
-    name = server.create_function("idlepoll", "python3.11", zip_files({"app.py": NOOP}),
-                                  "app.handler", Timeout=30)
-    # Warm first, then idle: the request is lifted once invocations stop.
+def samples_from_a_warm_function(make_server, mode: str):
+    """A server with `--idle-poll mode` and a warm no-op function, idle until no process asks
+    for polling; then the constraint sampled while the function is invoked back to back."""
+    server = make_server(extra_args=("--idle-poll", mode))
+    name = server.create_function(f"idlepoll{mode}", "python3.11",
+                                  zip_files({"app.py": NOOP}), "app.handler", Timeout=30)
     assert server.invoke(name, {}).function_error is None
-    unconstrained_or_skip()
-    samples = constraints_during_invocations(server, name)
+    unconstrained_or_skip()  # lifted once invocations stop
+    return server, constraints_during_invocations(server, name)
+
+
+def test_idle_polling_is_requested_while_invocations_run_and_lifted_after(make_server):
+    _, samples = samples_from_a_warm_function(make_server, "on")
     assert 0 in samples, f"never asked to poll: {sorted(set(samples))}"
     wait_until(lambda: aggregate_latency_us() > 0, timeout=10,
                message="the request to be lifted again")
 
 
 def test_idle_polling_off_requests_nothing(make_server):
-    server = make_server(extra_args=("--idle-poll", "off"))
-    name = server.create_function("idlepolloff", "python3.11", zip_files({"app.py": NOOP}),
-                                  "app.handler", Timeout=30)
-    assert server.invoke(name, {}).function_error is None
-    unconstrained_or_skip()
-    samples = constraints_during_invocations(server, name)
+    server, samples = samples_from_a_warm_function(make_server, "off")
     assert 0 not in samples
     pid = server.proc.pid
     held = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
