@@ -124,8 +124,9 @@ fn cstring(s: &[u8]) -> io::Result<CString> {
 
 /// Runs `program` in a process group of its own with `args`, the environment `env` (nothing
 /// else), stdin/stdout/stderr on `/dev/null`, the signal mask cleared and SIGPIPE back to its
-/// default, and each `(fd, number)` of `fds` placed at `number` (they must be 3 or more). Every other descriptor of the caller stays
-/// closed in the child as long as it is close-on-exec, as all of the server's are.
+/// default, and each `(fd, number)` of `fds` placed at `number` (they must be 3 or more).
+/// Every other descriptor of the caller stays closed in the child as long as it is
+/// close-on-exec, as all of the server's are.
 pub fn spawn(
     program: &Path,
     args: &[String],
