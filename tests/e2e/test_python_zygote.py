@@ -197,3 +197,21 @@ def test_a_fifth_start_up_environment_retires_the_idlest_zygote_without_ending_i
     first, warm = started[0]
     assert stream_of(probe(srv, first)) == stream_of(warm), "outlived its zygote's retirement"
     assert len(zygotes_of(srv)) == 5, "four serving, one retired but waiting for its fork"
+
+
+@pytest.mark.skipif(SANDBOX != "jail",
+                    reason="the process sandbox runs functions on the host by design")
+def test_a_functions_interpreter_variables_never_import_host_code_as_root(server, tmp_path):
+    """A zygote is root in the host's namespaces, and its interpreter acts on its start-up
+    variables before a line of ours runs. A function whose PYTHONPATH and PYTHONWARNINGS would
+    make it import a module from a host directory takes the exec path, inside its jail, where
+    that directory does not exist."""
+    marker = tmp_path / "imported-on-the-host"
+    (tmp_path / "nimbusevil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('as root')\nclass Category(Warning):\n    pass\n")
+    os.chmod(tmp_path, 0o755)
+    name = create_probe(server, "zyhostile", Environment={"Variables": {
+        "PYTHONPATH": str(tmp_path), "PYTHONWARNINGS": "ignore::nimbusevil.Category"}})
+    got = probe(server, name)
+    assert not marker.exists(), "a module of the function's choosing ran on the host"
+    assert got["ppid"] == 1, "exec'd by the jail's init, not forked by a zygote"

@@ -776,6 +776,9 @@ fn entrypoint_error(req: &InvokeRequest, io: &std::io::Error) -> InvokeResult {
     }
 }
 
+/// The Python runtimes' `PYTHONPATH` unless the function sets its own.
+pub const DEFAULT_PYTHONPATH: &str = "/var/runtime";
+
 /// Lambda's `LD_LIBRARY_PATH` for every runtime.
 pub const DEFAULT_LD_LIBRARY_PATH: &str =
     "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib";
@@ -800,7 +803,7 @@ pub fn environment_variables(
         ("LD_LIBRARY_PATH".into(), DEFAULT_LD_LIBRARY_PATH.into()),
     ];
     match runtime.kind {
-        RuntimeKind::Python => env.push(("PYTHONPATH".into(), "/var/runtime".into())),
+        RuntimeKind::Python => env.push(("PYTHONPATH".into(), DEFAULT_PYTHONPATH.into())),
         RuntimeKind::Node => env.push((
             "NODE_PATH".into(),
             "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task"

@@ -55,6 +55,28 @@ fn shapes_the_interpreter(name: &str) -> bool {
         || matches!(name, "LANG" | "LANGUAGE" | "TZ")
 }
 
+/// The interpreter variables a function may hand a zygote. The zygote is root in the host's
+/// namespaces, and its interpreter acts on its start-up variables before a line of ours runs:
+/// `PYTHONHOME` or `PYTHONPATH` choose where `encodings` is imported from, `PYTHONWARNINGS`
+/// imports the modules its categories name. So only variables that name no path and import
+/// nothing, and `PYTHONPATH` only as the platform sets it (a directory of the jails, not of
+/// the host); a function with any other `PYTHON*` variable takes the exec path, where they
+/// act inside its jail.
+fn safe_for_the_zygote(name: &str, value: &str) -> bool {
+    match name {
+        "PYTHONPATH" => value == crate::invoke::DEFAULT_PYTHONPATH,
+        "PYTHONHASHSEED"
+        | "PYTHONUNBUFFERED"
+        | "PYTHONDONTWRITEBYTECODE"
+        | "PYTHONUTF8"
+        | "PYTHONOPTIMIZE"
+        | "PYTHONFAULTHANDLER"
+        | "PYTHONNODEBUGRANGES"
+        | "PYTHONINTMAXSTRDIGITS" => true,
+        other => !other.starts_with("PYTHON"),
+    }
+}
+
 /// Which zygote serves an environment: the interpreter, the script and the start-up
 /// variables it runs with.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -144,6 +166,9 @@ impl Zygotes {
         let script = spec.runtime_dir.as_ref()?.join(SCRIPT);
         for (k, v) in &spec.env {
             if k.starts_with("LD_") && (k != "LD_LIBRARY_PATH" || *v != self.default_library_path) {
+                return None;
+            }
+            if !safe_for_the_zygote(k, v) {
                 return None;
             }
         }
@@ -474,6 +499,28 @@ mod tests {
                 "{k} is read once, at exec"
             );
         }
+
+        // The zygote is root on the host: nothing that makes its interpreter import from a
+        // path of the function's choosing.
+        for (k, v) in [
+            ("PYTHONPATH", "/var/task/lib/python"),
+            ("PYTHONHOME", "/var/task"),
+            ("PYTHONWARNINGS", "ignore::evil.Category"),
+            ("PYTHONSTARTUP", "/var/task/x.py"),
+            ("PYTHONPLATLIBDIR", "../../var/task"),
+            ("PYTHONIOENCODING", "utf-8"),
+        ] {
+            let mut spec = python_spec(code.path());
+            spec.env.retain(|(name, _)| name != k);
+            spec.env.push((k.into(), v.into()));
+            assert!(
+                zygotes.key_for(&spec).is_none(),
+                "{k}={v} would act as root on the host"
+            );
+        }
+        let mut spec = python_spec(code.path());
+        spec.env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+        assert!(zygotes.key_for(&spec).is_some(), "a harmless switch");
 
         std::fs::write(code.path().join("libfoo.so.1"), "").unwrap();
         assert!(
