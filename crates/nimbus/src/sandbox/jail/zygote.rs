@@ -60,10 +60,17 @@ fn shapes_the_interpreter(name: &str) -> bool {
 /// `PYTHONHOME` or `PYTHONPATH` choose where `encodings` is imported from, `PYTHONWARNINGS`
 /// imports the modules its categories name. So only variables that name no path and import
 /// nothing, and `PYTHONPATH` only as the platform sets it (a directory of the jails, not of
-/// the host); a function with any other `PYTHON*` variable takes the exec path, where they
-/// act inside its jail.
+/// the host); locale and time-zone names, not paths (the C library loads a locale or zone
+/// file named by an absolute path, and parses it, as root). A function with anything else
+/// takes the exec path, where it acts inside its jail.
 fn safe_for_the_zygote(name: &str, value: &str) -> bool {
     match name {
+        "LANG" | "LANGUAGE" => !value.contains('/'),
+        _ if name.starts_with("LC_") => !value.contains('/'),
+        "TZ" => {
+            let zone = value.strip_prefix(':').unwrap_or(value);
+            !zone.starts_with('/') && !zone.contains("..")
+        }
         "PYTHONPATH" => value == crate::invoke::DEFAULT_PYTHONPATH,
         "PYTHONHASHSEED"
         | "PYTHONUNBUFFERED"
@@ -509,6 +516,11 @@ mod tests {
             ("PYTHONSTARTUP", "/var/task/x.py"),
             ("PYTHONPLATLIBDIR", "../../var/task"),
             ("PYTHONIOENCODING", "utf-8"),
+            ("LC_ALL", "/var/task/locale"),
+            ("LANG", "/var/task/locale"),
+            ("TZ", ":/var/task/zone"),
+            ("TZ", "/var/task/zone"),
+            ("TZ", "Europe/../../../var/task/zone"),
         ] {
             let mut spec = python_spec(code.path());
             spec.env.retain(|(name, _)| name != k);
@@ -518,9 +530,16 @@ mod tests {
                 "{k}={v} would act as root on the host"
             );
         }
-        let mut spec = python_spec(code.path());
-        spec.env.push(("PYTHONUNBUFFERED".into(), "1".into()));
-        assert!(zygotes.key_for(&spec).is_some(), "a harmless switch");
+        for (k, v) in [
+            ("PYTHONUNBUFFERED", "1"),
+            ("TZ", "America/New_York"),
+            ("LC_ALL", "C.UTF-8"),
+        ] {
+            let mut spec = python_spec(code.path());
+            spec.env.retain(|(name, _)| name != k);
+            spec.env.push((k.into(), v.into()));
+            assert!(zygotes.key_for(&spec).is_some(), "{k}={v} names no path");
+        }
 
         std::fs::write(code.path().join("libfoo.so.1"), "").unwrap();
         assert!(
