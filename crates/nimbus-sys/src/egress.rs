@@ -110,7 +110,13 @@ impl Egress {
                 tv_nsec: 0,
             },
         );
-        let ready = rustix::event::poll(&mut fds, Some(&timeout))? == 1;
+        // A signal handler of the server's (tokio's SIGCHLD) interrupts the wait: wait again.
+        let ready = loop {
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Err(rustix::io::Errno::INTR) => {}
+                other => break other? == 1,
+            }
+        };
         let mut b = [0u8; 1];
         if !ready || rustix::io::read(ready_r.as_fd(), &mut b)? != 1 {
             egress.stop();

@@ -162,6 +162,9 @@ fn await_message<T>(
                 }
             }
             Ok(None) => return Err(LaunchError::JailerExited),
+            // A signal handler ran (in the server, tokio's for SIGCHLD whenever any child
+            // exits): the kernel never restarts a receive with a timeout, so read again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Err(LaunchError::Timeout(timeout));
             }
@@ -285,14 +288,48 @@ mod tests {
             other => panic!("{other:?}"),
         }
 
-        assert!(matches!(
-            await_ready(&ours, wait),
-            Err(LaunchError::Timeout(_))
-        ));
+        let silence = await_ready(&ours, wait);
+        assert!(
+            matches!(silence, Err(LaunchError::Timeout(_))),
+            "{silence:?}"
+        );
         drop(theirs);
         assert!(matches!(
             await_ready(&ours, wait),
             Err(LaunchError::JailerExited)
         ));
+    }
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    #[test]
+    fn a_signal_handled_during_the_wait_does_not_end_it() {
+        // As tokio's SIGCHLD handler does in the server: a handler that runs while the
+        // receive (with its timeout) blocks makes it fail with EINTR.
+        // SAFETY: a zeroed sigaction with a handler that does nothing is valid; SIGUSR2 is
+        // used by nothing else in these tests.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()),
+                0
+            );
+        }
+        let (ours, theirs) = control::socket_pair().unwrap();
+        // SAFETY: pthread_self has no preconditions.
+        let waiter = unsafe { libc::pthread_self() } as usize;
+        let peer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: the waiting thread is alive: it joins this one before it returns.
+            unsafe { libc::pthread_kill(waiter as libc::pthread_t, libc::SIGUSR2) };
+            std::thread::sleep(Duration::from_millis(50));
+            control::send_ready(theirs.as_fd()).unwrap();
+            theirs
+        });
+        let waited = await_ready(&ours, Duration::from_secs(10));
+        drop(peer.join().unwrap());
+        assert!(waited.is_ok(), "{waited:?}");
     }
 }

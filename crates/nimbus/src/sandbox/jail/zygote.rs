@@ -303,7 +303,14 @@ fn start(key: &Key) -> io::Result<Zygote> {
     )
     .map_err(io::Error::from)?;
     let mut buf = [0u8; 8];
-    match control::recv(ours.as_fd(), &mut buf) {
+    // A signal handler of the server's (tokio's SIGCHLD) interrupts a timed receive.
+    let said = loop {
+        match control::recv(ours.as_fd(), &mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => break other,
+        }
+    };
+    match said {
         Ok((1, _)) if buf[0] == b'Z' => {}
         Ok(_) => {
             return Err(io::Error::other(format!(
