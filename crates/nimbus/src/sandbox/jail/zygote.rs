@@ -14,11 +14,11 @@
 //! interpreter's start-up variables equal to one of at most [`MAX_ZYGOTES`] zygotes'.
 //! Anything else takes the exec path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use nimbus_sys::control;
@@ -137,10 +137,50 @@ impl Drop for Zygote {
 #[derive(Debug, Default)]
 struct Registry {
     running: HashMap<Key, Zygote>,
+    /// Zygotes being started, outside the lock: a start never holds up forks of the others.
+    starting: HashSet<Key>,
     /// A zygote failed to start: none is tried again before then.
     broken_until: Option<Instant>,
     /// The zygote the last Python start used: parked jails get a fork of it ahead of demand.
     last_key: Option<Key>,
+}
+
+impl Registry {
+    /// Takes in the outcome of starting `key`'s zygote (a successor replaces, and so retires,
+    /// a worn-out one). A failure retires the one it was to replace too, and sends starts to
+    /// the exec path for [`RETRY_AFTER`].
+    fn started(&mut self, key: &Key, outcome: io::Result<Zygote>) -> io::Result<()> {
+        self.starting.remove(key);
+        match outcome {
+            Ok(z) => {
+                if !self.running.contains_key(key)
+                    && self.running.len() >= MAX_ZYGOTES
+                    && let Some(idlest) = self
+                        .running
+                        .iter()
+                        .min_by_key(|(_, z)| z.last_fork)
+                        .map(|(k, _)| k.clone())
+                {
+                    self.running.remove(&idlest);
+                }
+                self.running.insert(key.clone(), z);
+                Ok(())
+            }
+            Err(e) => {
+                self.running.remove(key);
+                self.broken_until = Some(Instant::now() + RETRY_AFTER);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The registry and the signal that a zygote start ended; shared with the threads that start
+/// successors of worn-out zygotes.
+#[derive(Debug, Default)]
+struct Shared {
+    registry: Mutex<Registry>,
+    start_ended: Condvar,
 }
 
 /// The running zygotes, started on first use.
@@ -150,7 +190,7 @@ pub(super) struct Zygotes {
     seccomp: Arc<[u8]>,
     /// The platform's `LD_LIBRARY_PATH`: the only loader variable a forked runtime may have.
     default_library_path: String,
-    registry: Mutex<Registry>,
+    shared: Arc<Shared>,
 }
 
 impl Zygotes {
@@ -160,7 +200,7 @@ impl Zygotes {
                 .to_bytes()
                 .into(),
             default_library_path: default_library_path.to_string(),
-            registry: Mutex::new(Registry::default()),
+            shared: Arc::default(),
         }
     }
 
@@ -198,50 +238,58 @@ impl Zygotes {
 
     /// The zygote the last fork came from, if any.
     pub(super) fn last_key(&self) -> Option<Key> {
-        self.registry.lock().ok()?.last_key.clone()
+        self.shared.registry.lock().ok()?.last_key.clone()
     }
 
     /// Forks a zygote's child for one environment (starting the zygote if needed) and has it
     /// join the environment's cgroups, which on cgroup v1 takes a few ms of waiting: done
     /// while the jail builds its root.
+    ///
+    /// A zygote is started outside the registry's lock: forks of the other zygotes go on
+    /// meanwhile, and starts that need the same one wait for it. A worn-out zygote goes on
+    /// forking while a thread starts its successor, so replacing one delays no start.
     pub(super) fn fork(&self, key: &Key, cgroup_procs: &[PathBuf]) -> io::Result<ZygoteFork> {
         let (ours, theirs) = control::socket_pair()?;
-        let mut registry = self
-            .registry
-            .lock()
-            .map_err(|_| io::Error::other("zygote registry poisoned"))?;
-        let reg = &mut *registry;
-        // A zygote that died (or was killed) fails the send: start a new one, once.
-        let sent = match reg.running.get_mut(key) {
-            Some(z) if !z.worn_out() => z.send_fork(theirs.as_fd()).is_ok(),
-            _ => false,
-        };
-        if !sent {
-            reg.running.remove(key);
+        let poisoned = || io::Error::other("zygote registry poisoned");
+        let mut reg = self.shared.registry.lock().map_err(|_| poisoned())?;
+        let mut started_here = false;
+        loop {
+            let successor_starting = reg.starting.contains(key);
+            if let Some(z) = reg.running.get_mut(key) {
+                if z.worn_out() && !successor_starting {
+                    if self.start_successor(&mut reg, key) {
+                        continue;
+                    }
+                    reg.running.remove(key);
+                } else if z.send_fork(theirs.as_fd()).is_ok() {
+                    break;
+                } else if started_here {
+                    reg.running.remove(key);
+                    return Err(io::Error::other("the Python zygote exited as it started"));
+                } else {
+                    // It died (or was killed): start a new one, once.
+                    reg.running.remove(key);
+                }
+                continue;
+            }
             if reg.broken_until.is_some_and(|t| Instant::now() < t) {
                 return Err(io::Error::other("the last zygote failed to start"));
             }
-            if reg.running.len() >= MAX_ZYGOTES
-                && let Some(idlest) = reg
-                    .running
-                    .iter()
-                    .min_by_key(|(_, z)| z.last_fork)
-                    .map(|(k, _)| k.clone())
-            {
-                reg.running.remove(&idlest);
+            if successor_starting {
+                reg = self.shared.start_ended.wait(reg).map_err(|_| poisoned())?;
+                continue;
             }
-            let mut z = match start(key) {
-                Ok(z) => z,
-                Err(e) => {
-                    reg.broken_until = Some(Instant::now() + RETRY_AFTER);
-                    return Err(e);
-                }
-            };
-            z.send_fork(theirs.as_fd())?;
-            reg.running.insert(key.clone(), z);
+            reg.starting.insert(key.clone());
+            drop(reg);
+            started_here = true;
+            let outcome = start(key);
+            reg = self.shared.registry.lock().map_err(|_| poisoned())?;
+            let installed = reg.started(key, outcome);
+            self.shared.start_ended.notify_all();
+            installed?;
         }
         reg.last_key = Some(key.clone());
-        drop(registry);
+        drop(reg);
         drop(theirs);
         let paths: Vec<String> = cgroup_procs
             .iter()
@@ -254,6 +302,34 @@ impl Zygotes {
             conn: ours,
             seccomp: Arc::clone(&self.seccomp),
         })
+    }
+
+    /// Starts a successor of `key`'s worn-out zygote on a thread of its own; false if no
+    /// thread could be started.
+    fn start_successor(&self, reg: &mut Registry, key: &Key) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let successor = key.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nimbus-zygote-start".into())
+            .spawn(move || {
+                let outcome = start(&successor);
+                if let Ok(mut reg) = shared.registry.lock()
+                    && let Err(e) = reg.started(&successor, outcome)
+                {
+                    tracing::warn!("jail: cannot replace a worn-out Python zygote: {e}");
+                }
+                shared.start_ended.notify_all();
+            });
+        match spawned {
+            Ok(_) => {
+                reg.starting.insert(key.clone());
+                true
+            }
+            Err(e) => {
+                tracing::warn!("jail: cannot start a Python zygote's successor: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -428,6 +504,22 @@ impl ZygoteRuntime {
 }
 
 #[cfg(test)]
+impl Zygotes {
+    /// Makes `key`'s zygote due for replacement.
+    fn wear_out(&self, key: &Key) {
+        if let Some(z) = self.shared.registry.lock().unwrap().running.get_mut(key) {
+            z.forks = MAX_FORKS;
+        }
+    }
+
+    /// The pid of `key`'s running zygote.
+    fn zygote_pid(&self, key: &Key) -> Option<u32> {
+        let reg = self.shared.registry.lock().unwrap();
+        reg.running.get(key)?.child.as_ref().map(SpawnedChild::id)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -568,5 +660,78 @@ mod tests {
         assert!(zygotes.key_for(&spec).is_none(), "/opt/lib from a layer");
         spec.opt_dir = None;
         assert!(zygotes.key_for(&spec).is_some());
+    }
+
+    /// The platform's own zygote, if this machine has the interpreter.
+    fn runtime_key() -> Option<Key> {
+        let interpreter = PathBuf::from("/usr/bin/python3");
+        interpreter.is_file().then(|| Key {
+            interpreter,
+            script: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../runtimes/python")
+                .join(SCRIPT),
+            env: Vec::new(),
+        })
+    }
+
+    /// How many live children `pid` has.
+    fn children_of(pid: u32) -> usize {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+            .filter(|stat| {
+                let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+                let mut fields = after.split(' ');
+                let state = fields.next();
+                state != Some("Z") && fields.next() == Some(pid.to_string().as_str())
+            })
+            .count()
+    }
+
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_worn_out_zygote_forks_on_while_its_successor_starts() {
+        let Some(key) = runtime_key() else {
+            eprintln!("skipped: no /usr/bin/python3");
+            return;
+        };
+        let zygotes = Zygotes::new(LIBS);
+        // Each fork waits, in the zygote's child, for a jail that never comes: it lives until
+        // its connection is dropped.
+        let first_fork = zygotes.fork(&key, &[]).expect("first fork");
+        let first = zygotes.zygote_pid(&key).expect("a zygote runs");
+        eventually("the first fork is the zygote's child", || {
+            children_of(first) == 1
+        });
+
+        zygotes.wear_out(&key);
+        let second_fork = zygotes
+            .fork(&key, &[])
+            .expect("fork from a worn-out zygote");
+        eventually("the worn-out zygote served the second fork", || {
+            children_of(first) == 2
+        });
+        eventually("a successor replaces it", || {
+            zygotes.zygote_pid(&key).is_some_and(|pid| pid != first)
+        });
+        let successor = zygotes.zygote_pid(&key).unwrap();
+        let third_fork = zygotes.fork(&key, &[]).expect("fork from the successor");
+        eventually("the successor served the third fork", || {
+            children_of(successor) == 1
+        });
+        assert_eq!(children_of(first), 2, "nothing more from the retired one");
+
+        drop((first_fork, second_fork));
+        eventually("the retired zygote exits once its forks have", || {
+            !std::path::Path::new(&format!("/proc/{first}")).exists()
+        });
+        drop(third_fork);
     }
 }
