@@ -20,15 +20,18 @@ Per environment (all messages are SOCK_SEQPACKET, so each arrives whole):
   server -> C1 (conn): b"S" + u32 LE JSON length + JSON spec + the seccomp program,
                        SCM_RIGHTS(pidfd of the jail's init)
   C1: setns into the init's mount, network, UTS, IPC, PID and cgroup namespaces, takes the
-      init's stdout/stderr (the environment's log pipe), forks C2 (the jail's PID 2) and
-      waits for it.
+      init's stdout/stderr (the environment's log pipe); with the spec's egress trigger,
+      moves its connection to the trigger's exempt descriptor and installs the trigger on
+      itself (the server then attaches outbound networking when the runtime first sends to
+      an outside address); forks C2 (the jail's PID 2) and waits for it.
   C2: the jailer's runtime_setup, step for step (nimbus-sys/src/jailer.rs): session,
       working directory, RLIMIT_NOFILE, capability bounding set, groups, gid, uid,
       parent-death signal, ambient and other capabilities, no_new_privs, the seccomp filter
       (plus: dumpable again, and the exec'd command line and environment in /proc); then the
       function's environment and the bootstrap, as `python3 -S -B /var/runtime/bootstrap.py`
       would run it.
-  C1 -> server: b"R" once C2 is set up, or b"E" + errno (i32 LE) + the failed step; then
+  C1 -> server: b"R" once C2 is set up (with SCM_RIGHTS(the trigger's listener) if it has
+      one), or b"E" + errno (i32 LE) + the failed step; then
       b"X" + C2's raw wait status (i32 LE) when it ends, and C1 exits.
 
 When the server closes fd 3 (it retires this zygote, or it is gone), the zygote waits for
@@ -74,6 +77,9 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SECCOMP_MODE_FILTER = 2
+_SYS_SECCOMP = 317
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
 _RLIMIT_NOFILE = 7
 _CAP_VERSION_3 = 0x20080522
 _JAIL_NAMESPACES = (0x00020000    # CLONE_NEWNS
@@ -318,6 +324,24 @@ def _c2(spec, seccomp, out, err, devnull, report_w):
     _run_runtime(code, namespace)
 
 
+def _install_trigger(conn, trigger):
+    """Moves `conn` to the trigger's exempt descriptor and installs the egress trigger on
+    this process (C2 inherits it). Returns (conn, the listener or -1 if the kernel refused:
+    the server then attaches egress itself)."""
+    exempt = trigger["exempt_fd"]
+    if conn.fileno() != exempt:
+        old = conn.detach()
+        os.dup2(old, exempt, inheritable=False)
+        os.close(old)
+        conn = _socket.socket(fileno=exempt)
+    program = bytes(trigger["program"])
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    listener = _libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER,
+                             _SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.addressof(fprog))
+    return conn, listener
+
+
 def _c1(conn_fd):
     """The fork per environment: joins the jail, forks and watches its runtime."""
     # No parent-death signal: the environment must outlive a zygote that died. C1 ends with
@@ -347,6 +371,9 @@ def _c1(conn_fd):
         out = _check("take the log pipe", _libc.syscall(_SYS_PIDFD_GETFD, init, 1, 0))
         err = _check("take the log pipe", _libc.syscall(_SYS_PIDFD_GETFD, init, 2, 0))
         _check("join the jail's namespaces", _libc.setns(init, _JAIL_NAMESPACES))
+        listener = -1
+        if spec.get("egress_trigger"):
+            conn, listener = _install_trigger(conn, spec["egress_trigger"])
         report_r, report_w = os.pipe()
         pid = _os_step("fork the runtime", os.fork)
         if pid == 0:
@@ -366,7 +393,12 @@ def _c1(conn_fd):
                 report = _EIO.to_bytes(4, "little") + b"set up the runtime"
             conn.sendall(b"E" + report)
             os._exit(0)
-        conn.sendall(b"R")
+        if listener >= 0:
+            conn.sendmsg([b"R"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                   listener.to_bytes(4, sys.byteorder))])
+            os.close(listener)
+        else:
+            conn.sendall(b"R")
         _, status = os.waitpid(pid, 0)
         conn.sendall(b"X" + status.to_bytes(4, "little", signed=True))
     except _StepError as e:

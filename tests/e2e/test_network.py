@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from helpers import wait_until, zip_files
+from helpers import _proc_stat, all_pids, wait_until, zip_files
 
 PROBE = b'''
 import socket
@@ -113,3 +113,73 @@ def test_a_function_created_in_subnets_has_no_outbound_network(jailed):
     with greeting_listener(addr) as port:
         result = jailed.invoke(name, {"host": addr, "port": port}).json()
     assert "reached" not in result, result
+
+
+NODE_PROBE = b'''
+const net = require("net");
+exports.handler = (event) => new Promise((resolve) => {
+  const s = net.connect({ host: event.host, port: event.port });
+  s.setTimeout(3000, () => { s.destroy(); resolve({ error: "timeout" }); });
+  s.on("data", (d) => { s.destroy(); resolve({ reached: d.toString() }); });
+  s.on("error", (e) => resolve({ error: e.code }));
+});
+'''
+
+LOOPBACK_ONLY = b'''
+import socket
+def handler(event, context):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    c = socket.create_connection(srv.getsockname(), timeout=3)
+    c.sendall(b"x")
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"x", ("127.0.0.1", 9))
+    with open("/proc/net/dev") as f:
+        return {"devices": [line.split(":")[0].strip() for line in f if ":" in line]}
+'''
+
+
+def slirp_processes(server) -> int:
+    """slirp4netns processes the server started (one per environment with egress)."""
+    count = 0
+    for pid in all_pids():
+        st = _proc_stat(pid)
+        if st is None or st[0] != server.proc.pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "slirp4netns":
+                    count += 1
+        except OSError:
+            pass
+    return count
+
+
+def test_outbound_networking_is_attached_on_a_functions_first_outside_connection(make_server):
+    """Egress on first use (decision 0012): an environment gets its slirp4netns only when it
+    first sends to an address outside the jail, and that first connection succeeds. Python
+    (forked from the zygote) and Node (exec'd by the jailer) take the two start paths."""
+    srv = make_server(sandbox="jail")
+    addr = host_address()
+    quiet = srv.create_function("quiet", "python3.11", zip_files({"app.py": LOOPBACK_ONLY}),
+                                handler="app.handler")
+    result = srv.invoke(quiet, {}).json()
+    assert result["devices"] == ["lo"], result
+    assert slirp_processes(srv) == 0
+
+    py = srv.create_function("pyprobe", "python3.11", zip_files({"app.py": PROBE}),
+                             handler="app.handler")
+    node = srv.create_function("nodeprobe", "nodejs20.x", zip_files({"index.js": NODE_PROBE}),
+                               handler="index.handler")
+    with greeting_listener(addr) as port:
+        event = {"host": addr, "port": port}
+        assert srv.invoke(py, event).json() == {"reached": "hello"}
+        assert slirp_processes(srv) == 1
+        assert srv.invoke(node, event).json() == {"reached": "hello"}
+        assert slirp_processes(srv) == 2
+        # Warm: the same environments, no more slirp4netns.
+        assert srv.invoke(py, event).json() == {"reached": "hello"}
+        assert srv.invoke(node, event).json() == {"reached": "hello"}
+        assert slirp_processes(srv) == 2
+    assert srv.invoke(quiet, {}).json()["devices"] == ["lo"]

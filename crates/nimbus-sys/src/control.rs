@@ -5,7 +5,8 @@
 //! networking is attached (when asked for); later the run spec.
 //! Jailer → server: `P` + pid + a pidfd of the environment's init; `L` + the Runtime API
 //! listener (the jail is now parked, waiting for the run spec); `R` once the runtime was
-//! exec'd; or `E` + errno + the failed step at any point.
+//! exec'd, with the egress trigger's listener when the run spec asked for one; or `E` +
+//! errno + the failed step at any point.
 //! The server keeps its end open for the environment's lifetime: the jailer treats EOF on it
 //! as "the server is gone" and kills the environment, so a crashed server leaves no jails.
 
@@ -28,8 +29,9 @@ pub enum JailerMessage {
     Init { pid: u32, pidfd: OwnedFd },
     /// The Runtime API listener inside the jail's network namespace: the jail is parked.
     Listener { listener: OwnedFd },
-    /// The runtime was exec'd.
-    Ready,
+    /// The runtime was exec'd (or, from a zygote's fork, runs); with the listener of the
+    /// egress trigger it runs under, if any.
+    Ready { trigger: Option<OwnedFd> },
     /// Setting up the jail failed at `step` with `errno`.
     Failed { errno: i32, step: String },
 }
@@ -106,6 +108,11 @@ pub fn send_ready(sock: BorrowedFd<'_>) -> io::Result<()> {
     send(sock, b"R", &[])
 }
 
+/// Reports that the runtime was exec'd under the egress trigger whose listener this is.
+pub fn send_ready_with_trigger(sock: BorrowedFd<'_>, listener: BorrowedFd<'_>) -> io::Result<()> {
+    send(sock, b"R", &[listener])
+}
+
 /// Reports a failure (jailer side). Best effort: the server also notices the jailer's exit.
 pub fn send_failed(sock: BorrowedFd<'_>, step: &str, errno: i32) {
     let mut m = vec![b'E'];
@@ -128,7 +135,7 @@ pub fn recv_jailer_message(sock: impl AsFd) -> io::Result<Option<JailerMessage>>
         Some([b'L']) if fds.len() == 1 => Ok(Some(JailerMessage::Listener {
             listener: fds.remove(0),
         })),
-        Some([b'R']) if fds.is_empty() => Ok(Some(JailerMessage::Ready)),
+        Some([b'R']) if fds.len() <= 1 => Ok(Some(JailerMessage::Ready { trigger: fds.pop() })),
         Some([b'E', a, b, c, d, step @ ..]) => Ok(Some(JailerMessage::Failed {
             errno: i32::from_le_bytes([*a, *b, *c, *d]),
             step: String::from_utf8_lossy(step).into_owned(),

@@ -28,7 +28,7 @@
 
 use std::ffi::CString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -496,6 +496,17 @@ fn init_setup(
             .collect::<Result<_, _>>()?,
     };
     let (err_r, err_w) = os("create a pipe", rustix::pipe::pipe_with(PipeFlags::CLOEXEC))?;
+    // Egress on demand: the runtime inherits the trigger, installed here (we still hold
+    // CAP_SYS_ADMIN, so no no_new_privs yet); its listener goes to the server with our ready
+    // report, over the one socket the trigger lets `sendmsg` through on. Without it (a kernel
+    // that refuses) the server attaches egress itself.
+    let trigger = if spec.egress_on_demand {
+        SeccompProgram::egress_trigger(ctl.as_raw_fd())
+            .install_with_listener()
+            .ok()
+    } else {
+        None
+    };
     // SAFETY: the init is single-threaded (a fork of the single-threaded monitor).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -516,7 +527,14 @@ fn init_setup(
         let _ = rustix::process::waitpid(Pid::from_raw(pid), rustix::process::WaitOptions::empty());
         return Err((step, io::Error::from_raw_os_error(errno)));
     }
-    io_step("report the start", control::send_ready(ctl.as_fd()))?;
+    match &trigger {
+        Some(listener) => io_step(
+            "report the start",
+            control::send_ready_with_trigger(ctl.as_fd(), listener.as_fd()),
+        )?,
+        None => io_step("report the start", control::send_ready(ctl.as_fd()))?,
+    }
+    drop(trigger);
     harden_init(seccomp);
     Ok(Some(pid))
 }

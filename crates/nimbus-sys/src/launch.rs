@@ -79,6 +79,10 @@ pub struct StartedJail {
     /// The Runtime API listener, inside the jail's network namespace.
     pub listener: TcpListener,
     pub process: JailProcess,
+    /// The egress trigger's listener, when the run spec asked for egress on demand and the
+    /// init could install it ([`crate::seccomp_notify`]). Its holder must serve it for the
+    /// environment's lifetime: a held call without a supervisor fails with ENOSYS.
+    pub egress_trigger: Option<OwnedFd>,
 }
 
 /// A jail ready to run a function: namespaces, init, cgroup, network, listener.
@@ -98,6 +102,8 @@ pub struct JailProcess {
     /// gone (or the parked jail is not wanted any more).
     control: OwnedFd,
     egress: std::sync::Mutex<Option<Egress>>,
+    /// Set once the environment's egress was stopped: nothing attaches after that.
+    egress_stopped: std::sync::atomic::AtomicBool,
 }
 
 impl JailProcess {
@@ -112,13 +118,35 @@ impl JailProcess {
         self.pidfd.as_fd()
     }
 
-    /// Stops the environment's outbound networking, if any (after it exited).
+    /// Stops the environment's outbound networking, if any (after it exited); none is
+    /// attached afterwards.
     pub fn stop_egress(&self) {
+        self.egress_stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut e) = self.egress.lock()
             && let Some(mut e) = e.take()
         {
             e.stop();
         }
+    }
+
+    /// Attaches outbound networking to the environment's network namespace unless it has
+    /// it (blocking, ~20 ms). An error once its egress was stopped.
+    pub fn attach_egress(&self, config: &EgressConfig) -> io::Result<()> {
+        let mut egress = self
+            .egress
+            .lock()
+            .map_err(|_| io::Error::other("egress state poisoned"))?;
+        if self
+            .egress_stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(io::Error::other("the environment has ended"));
+        }
+        if egress.is_none() {
+            *egress = Some(Egress::attach(config, self.init_pid)?);
+        }
+        Ok(())
     }
 
     /// Whether the jail has outbound networking attached.
@@ -133,12 +161,14 @@ fn set_timeout(sock: &OwnedFd, timeout: Option<Duration>) -> io::Result<()> {
 }
 
 /// Waits (blocking, at most `timeout`) until the peer on `sock` says `R`: a jailer once its
-/// runtime was exec'd, a Python zygote's fork once its runtime runs (same messages). A failure
-/// report (`E`), EOF or the timeout is the error.
-pub fn await_ready(sock: &OwnedFd, timeout: Duration) -> Result<(), LaunchError> {
+/// runtime was exec'd, a Python zygote's fork once its runtime runs (same messages). Returns
+/// the egress trigger's listener if one came with it. A failure report (`E`), EOF or the
+/// timeout is the error.
+pub fn await_ready(sock: &OwnedFd, timeout: Duration) -> Result<Option<OwnedFd>, LaunchError> {
     set_timeout(sock, Some(timeout))?;
-    await_message(sock, timeout, |m| {
-        matches!(m, JailerMessage::Ready).then_some(())
+    await_message(sock, timeout, |m| match m {
+        JailerMessage::Ready { trigger } => Some(trigger),
+        _ => None,
     })
 }
 
@@ -222,6 +252,7 @@ impl PendingJail {
                 pidfd,
                 control: server_end,
                 egress: std::sync::Mutex::new(attached),
+                egress_stopped: std::sync::atomic::AtomicBool::new(false),
             },
         })
     }
@@ -257,9 +288,16 @@ impl ParkedJail {
         let result = control::send(sock.as_fd(), &spec.encode(), &[])
             .map_err(LaunchError::from)
             .and_then(|()| await_ready(sock, timeout))
-            .and_then(|()| Ok(set_timeout(sock, None)?));
+            .and_then(|trigger| {
+                set_timeout(sock, None)?;
+                Ok(trigger)
+            });
         match result {
-            Ok(()) => Ok(StartedJail { listener, process }),
+            Ok(egress_trigger) => Ok(StartedJail {
+                listener,
+                process,
+                egress_trigger,
+            }),
             Err(e) => {
                 process.kill();
                 Err(e)
@@ -277,7 +315,13 @@ mod tests {
         let wait = Duration::from_millis(50);
         let (ours, theirs) = control::socket_pair().unwrap();
         control::send_ready(theirs.as_fd()).unwrap();
-        assert!(await_ready(&ours, wait).is_ok());
+        assert!(matches!(await_ready(&ours, wait), Ok(None)));
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        control::send_ready_with_trigger(theirs.as_fd(), r.as_fd()).unwrap();
+        assert!(
+            matches!(await_ready(&ours, wait), Ok(Some(_))),
+            "with a listener"
+        );
 
         control::send_failed(theirs.as_fd(), "join the jail's namespaces", libc::EPERM);
         match await_ready(&ours, wait) {

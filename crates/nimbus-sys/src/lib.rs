@@ -16,6 +16,8 @@
 //! - [`cgroup`]: per-environment cgroups, v1 and v2, and the sweep of leftovers.
 //! - [`spawn`]: helper programs started with `posix_spawn` (no fork of the server).
 //! - [`seccomp`] and [`seccomp_policy`]: the filter compiler and the reviewed policy table.
+//! - [`seccomp_notify`]: the server's side of the egress trigger, which attaches outbound
+//!   networking when an environment first sends to an address outside it.
 
 pub mod cgroup;
 pub mod control;
@@ -26,6 +28,7 @@ pub mod launch;
 pub mod net;
 mod rootfs;
 pub mod seccomp;
+pub mod seccomp_notify;
 pub mod seccomp_policy;
 pub mod spawn;
 pub mod spec;

@@ -6,6 +6,7 @@
 //! is short enough to review and to verify with the small interpreter in the tests below.
 
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use crate::seccomp_policy::{Condition, POLICY, Rule, Verdict};
 
@@ -30,6 +31,7 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const RET_ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
 const RET_KILL_PROCESS: u32 = 0x8000_0000; // SECCOMP_RET_KILL_PROCESS
 const RET_ERRNO: u32 = 0x0005_0000; // SECCOMP_RET_ERRNO | errno
+const RET_USER_NOTIF: u32 = libc::SECCOMP_RET_USER_NOTIF;
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
@@ -61,6 +63,43 @@ impl SeccompProgram {
     /// Compiles the jail policy.
     pub fn jail_policy() -> SeccompProgram {
         Self::compile(POLICY)
+    }
+
+    /// The egress trigger (see [`crate::seccomp_notify`]): the system calls that can send a
+    /// packet to an address — `connect`, `sendto` with an address, `sendmsg` and `sendmmsg`
+    /// — wait for the supervisor holding the filter's listener, which lets each go on once
+    /// it has looked at the destination. Everything else is allowed: this filter decides
+    /// nothing about security (the jail policy, installed after it, does); it only tells the
+    /// server when an environment first wants the network. `sendmsg` and `sendmmsg` on
+    /// `exempt_fd` are let through, so the process installing the filter can still hand its
+    /// listener to the supervisor over that socket. Other architectures: allow (the jail
+    /// policy kills them).
+    pub fn egress_trigger(exempt_fd: i32) -> SeccompProgram {
+        let exempt = exempt_fd as u32;
+        SeccompProgram(vec![
+            /* 0 */ stmt(LD_ABS, OFFSET_ARCH),
+            /* 1 */ jump(JEQ, AUDIT_ARCH, 1, 0),
+            /* 2 */ stmt(RET, RET_ALLOW),
+            /* 3 */ stmt(LD_ABS, OFFSET_NR),
+            /* 4 */ jump(JEQ, libc::SYS_connect as u32, 7, 0),
+            /* 5 */ jump(JEQ, libc::SYS_sendto as u32, 0, 4),
+            // sendto: only with a destination address (argument 4, a pointer, not NULL).
+            /* 6 */
+            stmt(LD_ABS, offset_arg_low(4)),
+            /* 7 */ jump(JEQ, 0, 0, 4),
+            /* 8 */ stmt(LD_ABS, offset_arg_low(4) + 4),
+            /* 9 */ jump(JEQ, 0, 3, 2),
+            /* 10 */ jump(JEQ, libc::SYS_sendmsg as u32, 3, 0),
+            /* 11 */ jump(JEQ, libc::SYS_sendmmsg as u32, 2, 1),
+            /* 12 */ stmt(RET, RET_USER_NOTIF),
+            /* 13 */ stmt(RET, RET_ALLOW),
+            // sendmsg, sendmmsg: unless on the exempt socket.
+            /* 14 */
+            stmt(LD_ABS, offset_arg_low(0)),
+            /* 15 */ jump(JEQ, exempt, 1, 0),
+            /* 16 */ stmt(RET, RET_USER_NOTIF),
+            /* 17 */ stmt(RET, RET_ALLOW),
+        ])
     }
 
     fn compile(rules: &[Rule]) -> SeccompProgram {
@@ -147,6 +186,32 @@ impl SeccompProgram {
             Ok(())
         } else {
             Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Installs the filter on the calling thread and returns its user-notification listener
+    /// (close-on-exec). The caller needs `no_new_privs` or `CAP_SYS_ADMIN`.
+    pub fn install_with_listener(&self) -> io::Result<OwnedFd> {
+        let prog = libc::sock_fprog {
+            len: u16::try_from(self.0.len())
+                .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+            filter: self.0.as_ptr().cast_mut(),
+        };
+        // SAFETY: as in `install`; seccomp(2) with SECCOMP_SET_MODE_FILTER takes flags and a
+        // pointer to the sock_fprog, which the kernel copies before returning.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        match i32::try_from(rc) {
+            // SAFETY: with NEW_LISTENER, a non-negative result is a new descriptor that
+            // nothing else owns.
+            Ok(fd) if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            _ => Err(io::Error::last_os_error()),
         }
     }
 
@@ -302,6 +367,50 @@ mod tests {
         for rule in POLICY {
             assert!(rule.reason.len() > 10, "{} needs a reason", rule.name);
             assert!(seen.insert(rule.nr), "{} listed twice", rule.name);
+        }
+    }
+
+    #[test]
+    fn the_egress_trigger_holds_only_sends_that_can_name_a_destination() {
+        let p = SeccompProgram::egress_trigger(7);
+        let run = |nr: libc::c_long, args: [u64; 6]| p.evaluate(AUDIT_ARCH, nr as u32, args);
+        let to = 0x7fff_0000_1000_u64; // a destination address in user memory
+        assert_eq!(run(libc::SYS_connect, [3, to, 16, 0, 0, 0]), RET_USER_NOTIF);
+        assert_eq!(run(libc::SYS_sendto, [3, 0, 1, 0, to, 16]), RET_USER_NOTIF);
+        assert_eq!(
+            run(libc::SYS_sendto, [3, 0, 1, 0, 0x1_0000_0000, 16]),
+            RET_USER_NOTIF,
+            "an address above 4 GiB"
+        );
+        assert_eq!(
+            run(libc::SYS_sendto, [3, 0, 1, 0, 0, 0]),
+            RET_ALLOW,
+            "send() on a connected socket"
+        );
+        assert_eq!(run(libc::SYS_sendmsg, [3, to, 0, 0, 0, 0]), RET_USER_NOTIF);
+        assert_eq!(run(libc::SYS_sendmmsg, [3, to, 2, 0, 0, 0]), RET_USER_NOTIF);
+        assert_eq!(
+            run(libc::SYS_sendmsg, [7, to, 0, 0, 0, 0]),
+            RET_ALLOW,
+            "the exempt socket"
+        );
+        assert_eq!(run(libc::SYS_sendmmsg, [7, to, 1, 0, 0, 0]), RET_ALLOW);
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_socket,
+            libc::SYS_bind,
+            libc::SYS_accept4,
+            libc::SYS_recvmsg,
+        ] {
+            assert_eq!(run(nr, [3, to, 16, 0, 0, 0]), RET_ALLOW, "syscall {nr}");
+        }
+        assert_eq!(p.evaluate(0x4000_0003, 102, [0; 6]), RET_ALLOW, "i386");
+        for (i, ins) in p.0.iter().enumerate() {
+            if ins.code & 0x07 == libc::BPF_JMP as u16 {
+                let far = i + 1 + usize::from(ins.jt.max(ins.jf));
+                assert!(far < p.len(), "jump at {i} leaves the program");
+            }
         }
     }
 }

@@ -71,6 +71,10 @@ pub struct JailSpec {
     /// interpreter outside the jail) forks one into the jail's namespaces. The init then only
     /// reaps orphans until the server kills it (the runtime's end comes from the zygote).
     pub zygote: bool,
+    /// Outbound networking is attached on first use: the runtime starts under the egress
+    /// trigger ([`crate::seccomp::SeccompProgram::egress_trigger`]), whose listener the init
+    /// hands the server with its ready report. (With `zygote`, the zygote's fork does this.)
+    pub egress_on_demand: bool,
 }
 
 /// A malformed spec message (never expected from our own server: a bug or a foreign writer).
@@ -114,6 +118,7 @@ impl JailSpec {
         w.u64(self.max_open_files);
         w.u64(u64::from(self.wait_for_network));
         w.u64(u64::from(self.zygote));
+        w.u64(u64::from(self.egress_on_demand));
         w.0
     }
 
@@ -156,6 +161,7 @@ impl JailSpec {
             max_open_files: r.u64()?,
             wait_for_network: r.bool()?,
             zygote: r.bool()?,
+            egress_on_demand: r.bool()?,
         };
         if !r.0.is_empty() {
             return Err(SpecError("trailing bytes"));
@@ -267,6 +273,7 @@ pub(crate) fn sample_spec() -> JailSpec {
         max_open_files: 1024,
         wait_for_network: true,
         zygote: true,
+        egress_on_demand: true,
     }
 }
 

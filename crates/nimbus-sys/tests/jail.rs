@@ -259,6 +259,7 @@ impl Fixture {
             max_open_files: 1024,
             wait_for_network: false,
             zygote: false,
+            egress_on_demand: false,
         }
     }
 

@@ -68,6 +68,10 @@ pub struct JailConfig {
     pub rootless: bool,
     /// Outbound access for functions with `network` on (slirp4netns, if installed).
     pub egress: Option<EgressConfig>,
+    /// Attach it when a function first sends to an outside address rather than to every
+    /// networked jail before its runtime starts (decision 0012), where the kernel can hold
+    /// those calls for the server.
+    pub egress_on_demand: bool,
     /// Jails parked ahead of demand per kind; 0 disables the pool.
     pub pool_size: usize,
     /// Start Python runtimes from a pre-initialised interpreter (a zygote) that forks into
@@ -92,6 +96,7 @@ impl JailConfig {
             cpu_quota: false,
             rootless: !rustix::process::geteuid().is_root(),
             egress: EgressConfig::detect(),
+            egress_on_demand: true,
             pool_size: POOL_SIZE,
             python_zygote: true,
         }
@@ -116,6 +121,7 @@ pub fn jailer_main() -> ! {
     nimbus_sys::jailer::jailer_main()
 }
 
+mod egress;
 mod pool;
 mod zygote;
 
@@ -132,6 +138,16 @@ struct JailInner {
     config: JailConfig,
     cgroups: Option<CgroupParent>,
     zygotes: Option<zygote::Zygotes>,
+    /// Egress is attached on first use (configured, and this kernel can do it).
+    egress_on_demand: bool,
+}
+
+impl JailInner {
+    /// Whether a networked function's jail gets egress before its runtime starts (parked
+    /// with it), rather than on first use.
+    fn egress_up_front(&self) -> bool {
+        self.config.egress.is_some() && !self.egress_on_demand
+    }
 }
 
 /// A jail parked ahead of demand (or just now, on the slow path), with what a start needs.
@@ -251,10 +267,21 @@ impl JailSandbox {
         }
         let zygotes = (config.python_zygote && !config.rootless)
             .then(|| zygote::Zygotes::new(crate::invoke::DEFAULT_LD_LIBRARY_PATH));
+        let egress_on_demand = config.egress.is_some()
+            && config.egress_on_demand
+            && nimbus_sys::seccomp_notify::supported();
+        if config.egress.is_some() && config.egress_on_demand && !egress_on_demand {
+            tracing::info!(
+                "jail: this kernel cannot hold system calls for the server (seccomp user \
+                 notifications with CONTINUE, Linux 5.5, x86_64): networked functions get \
+                 outbound networking before they start"
+            );
+        }
         let inner = Arc::new(JailInner {
             config,
             cgroups,
             zygotes,
+            egress_on_demand,
         });
         let pool = match tokio::runtime::Handle::try_current() {
             Ok(handle) if inner.config.pool_size > 0 => {
@@ -330,6 +357,7 @@ impl JailInner {
             max_open_files: MAX_OPEN_FILES,
             wait_for_network: false, // set by the launcher
             zygote: false,
+            egress_on_demand: false,
         };
         let pipes = std::io::pipe().and_then(|(r, w)| Ok((r, w.try_clone()?, w)));
         let (reader, writer, stderr) = match pipes {
@@ -433,6 +461,7 @@ impl JailInner {
         // when the jail was parked).
         let fork = self.zygote_fork(spec, &jspec, zygote_fork);
         jspec.zygote = fork.is_some();
+        jspec.egress_on_demand = spec.network && self.egress_on_demand;
         let reap_in_background = |mut child: tokio::process::Child, cgroup: Option<EnvCgroup>| {
             tokio::spawn(async move {
                 let _ = child.wait().await;
@@ -442,13 +471,14 @@ impl JailInner {
                 }
             });
         };
-        let started = match jail.run(&jspec, START_TIMEOUT) {
+        let mut started = match jail.run(&jspec, START_TIMEOUT) {
             Ok(s) => s,
             Err(e) => {
                 reap_in_background(child, cgroup);
                 return Err(launch_error(e));
             }
         };
+        let mut trigger = started.egress_trigger.take();
         let runtime =
             match fork.map(|f| f.start(&jspec, started.process.init_pidfd(), START_TIMEOUT)) {
                 Some(Err(e)) => {
@@ -456,13 +486,32 @@ impl JailInner {
                     reap_in_background(child, cgroup);
                     return Err(launch_error(e));
                 }
-                Some(Ok(runtime)) => Some(runtime),
+                Some(Ok((runtime, fork_trigger))) => {
+                    trigger = fork_trigger;
+                    Some(runtime)
+                }
                 None => None,
             };
         let env = Arc::new(JailedEnv {
             process: started.process,
             cgroup,
         });
+        if jspec.egress_on_demand
+            && let Some(config) = &self.config.egress
+        {
+            match trigger {
+                Some(listener) => {
+                    tokio::spawn(egress::serve(listener, env.clone(), config.clone()));
+                }
+                None => {
+                    // The kernel refused the trigger in this jail: attach now, as before.
+                    tracing::warn!("jail: no egress trigger; attaching outbound networking now");
+                    if let Err(e) = egress::Attach::attach(&*env, config) {
+                        tracing::warn!("jail: cannot attach outbound networking: {e}");
+                    }
+                }
+            }
+        }
         let exited = match runtime {
             None => Box::pin(async move {
                 match child.wait().await {
@@ -659,6 +708,7 @@ fn jail_spec(
         max_open_files: MAX_OPEN_FILES,
         wait_for_network: false, // set by the launcher
         zygote: false,
+        egress_on_demand: false, // set by `run`
     })
 }
 
@@ -666,6 +716,12 @@ fn jail_spec(
 struct JailedEnv {
     process: JailProcess,
     cgroup: Option<EnvCgroup>,
+}
+
+impl egress::Attach for JailedEnv {
+    fn attach(&self, config: &EgressConfig) -> std::io::Result<()> {
+        self.process.attach_egress(config)
+    }
 }
 
 impl EnvProcess for JailedEnv {
@@ -744,7 +800,7 @@ impl Sandbox for JailSandbox {
 
     fn start(&self, spec: &EnvSpec) -> Result<StartedEnv, SandboxError> {
         let inner = &self.inner;
-        let with_egress = spec.network && inner.config.egress.is_some();
+        let with_egress = spec.network && inner.egress_up_front();
         // Init runs with the proportional CPU share but no hard quota (Lambda's init phase is
         // observed to burst); the quota applies from the first invocation (`init_done`).
         let limits = CgroupLimits {
@@ -856,6 +912,7 @@ mod tests {
             cpu_quota: false,
             rootless: false,
             egress: EgressConfig::detect(),
+            egress_on_demand: true,
             pool_size: 0,
             python_zygote: false,
         }
@@ -878,6 +935,7 @@ mod tests {
             config: cfg,
             cgroups: None,
             zygotes: None,
+            egress_on_demand: false,
         };
         let limits = inner.limits(128);
         assert_eq!(limits.memory_bytes, 128 << 20);
@@ -1096,55 +1154,80 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn networked_functions_get_egress_from_the_pool_or_inline() {
+    async fn networked_functions_get_egress_up_front_or_on_first_use() {
         if !is_root() || EgressConfig::detect().is_none() {
             eprintln!("skipped: needs root and slirp4netns");
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = config(dir.path());
-        cfg.pool_size = 1;
-        if let Some(e) = &mut cfg.egress {
-            // Tests only: the gateway leads to the host's loopback, so no packet leaves.
-            e.allow_host_loopback = true;
-        }
-        let _cleanup = Cleanup(cfg.clone());
-        let sandbox = JailSandbox::new(cfg).unwrap();
-        let host = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = host.local_addr().unwrap().port();
-        // Let the pool park a jail, so the first start is pooled and the next likely inline.
-        wait_for_parked(&sandbox, true).await;
-        for round in 0..2 {
-            let mut spec = env_spec(
-                dir.path(),
-                &[
-                    "/usr/bin/python3",
-                    "-I",
-                    "-S",
-                    "-c",
-                    &format!(
-                        "import socket; socket.create_connection(('10.0.2.2', {port}), timeout=5).sendall(b'hi'); print(open('/etc/resolv.conf').read().strip())"
-                    ),
-                ],
-            );
-            spec.network = true;
-            let started = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
-            let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), host.accept())
-                .await
-                .expect("egress reaches the host")
-                .unwrap();
-            let mut buf = [0u8; 2];
-            tokio::io::AsyncReadExt::read_exact(&mut conn, &mut buf)
-                .await
-                .unwrap();
-            assert_eq!(&buf, b"hi", "round {round}");
-            assert_eq!(started.exited.await, "exit status 0");
-            assert!(
-                read_all(started.output)
+        for on_demand in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = config(dir.path());
+            cfg.pool_size = 1;
+            cfg.egress_on_demand = on_demand;
+            if let Some(e) = &mut cfg.egress {
+                // Tests only: the gateway leads to the host's loopback, so no packet leaves.
+                e.allow_host_loopback = true;
+            }
+            let _cleanup = Cleanup(cfg.clone());
+            let sandbox = JailSandbox::new(cfg).unwrap();
+            let host = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = host.local_addr().unwrap().port();
+            // Let the pool park a jail, so the first start is pooled and the next likely
+            // inline. On demand, parked jails never have egress.
+            wait_for_parked(&sandbox, !on_demand).await;
+            for round in 0..2 {
+                let mut spec = env_spec(
+                    dir.path(),
+                    &[
+                        "/usr/bin/python3",
+                        "-I",
+                        "-S",
+                        "-c",
+                        &format!(
+                            "import socket; socket.create_connection(('10.0.2.2', {port}), timeout=5).sendall(b'hi'); print(open('/etc/resolv.conf').read().strip()); print(open('/proc/net/dev').read())"
+                        ),
+                    ],
+                );
+                spec.network = true;
+                let started = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
+                let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), host.accept())
                     .await
-                    .contains("nameserver 10.0.2.3")
-            );
-            started.process.cleanup();
+                    .expect("egress reaches the host")
+                    .unwrap();
+                let mut buf = [0u8; 2];
+                tokio::io::AsyncReadExt::read_exact(&mut conn, &mut buf)
+                    .await
+                    .unwrap();
+                assert_eq!(&buf, b"hi", "on demand {on_demand}, round {round}");
+                assert_eq!(started.exited.await, "exit status 0");
+                let output = read_all(started.output).await;
+                assert!(output.contains("nameserver 10.0.2.3"), "{output}");
+                assert!(output.contains("tap0"), "{output}");
+                started.process.cleanup();
+            }
+            if on_demand {
+                // Loopback only, by TCP and by UDP with an address: no egress is attached.
+                let mut spec = env_spec(
+                    dir.path(),
+                    &[
+                        "/usr/bin/python3",
+                        "-I",
+                        "-S",
+                        "-c",
+                        "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); \
+                         c = socket.create_connection(s.getsockname()); c.sendall(b'x'); \
+                         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+                         u.sendto(b'x', ('127.0.0.1', 9)); print(open('/proc/net/dev').read())",
+                    ],
+                );
+                spec.network = true;
+                let started = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
+                assert_eq!(started.exited.await, "exit status 0");
+                let output = read_all(started.output).await;
+                assert!(output.contains("lo:"), "{output}");
+                assert!(!output.contains("tap0"), "no egress attached: {output}");
+                started.process.cleanup();
+            }
         }
     }
 

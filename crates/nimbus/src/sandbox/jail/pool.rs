@@ -114,7 +114,7 @@ impl JailPool {
 
 /// The refill loop; ends when the pool is stopped or dropped.
 fn refill(pool: &Weak<JailPool>, inner: &JailInner) {
-    let egress_available = inner.config.egress.is_some();
+    let egress_available = inner.egress_up_front();
     let parking_limits = inner.limits(PARKED_MEMORY_MB);
     loop {
         let Some(p) = pool.upgrade() else {

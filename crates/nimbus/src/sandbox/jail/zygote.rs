@@ -433,17 +433,33 @@ struct RuntimeSpec<'a> {
     gid: u32,
     max_open_files: u64,
     seccomp: bool,
+    /// Egress on demand: the trigger program the fork installs on itself before it forks
+    /// the runtime, built to let `sendmsg` through on `exempt_fd`, where the fork moves its
+    /// connection to us first (to send the trigger's listener with its ready report).
+    egress_trigger: Option<TriggerSpec>,
 }
+
+#[derive(serde::Serialize)]
+struct TriggerSpec {
+    exempt_fd: i32,
+    program: Vec<u8>,
+}
+
+/// Where a zygote's fork keeps its connection to the server while it runs under the egress
+/// trigger (high, so that the runtime, which closes it, is unlikely to reuse it soon).
+const TRIGGER_EXEMPT_FD: i32 = 1000;
 
 impl ZygoteFork {
     /// Has the child join the jail whose init `init_pidfd` is (its root must be ready) and
-    /// start the runtime; waits (blocking, at most `timeout`) until the runtime runs.
+    /// start the runtime; waits (blocking, at most `timeout`) until the runtime runs. With
+    /// the egress trigger's listener when `spec` asks for egress on demand and the fork could
+    /// install it.
     pub(super) fn start(
         self,
         spec: &JailSpec,
         init_pidfd: BorrowedFd<'_>,
         timeout: Duration,
-    ) -> Result<ZygoteRuntime, LaunchError> {
+    ) -> Result<(ZygoteRuntime, Option<OwnedFd>), LaunchError> {
         let json = serde_json::to_vec(&RuntimeSpec {
             argv: &spec.argv,
             env: &spec.env,
@@ -452,6 +468,11 @@ impl ZygoteFork {
             gid: spec.gid,
             max_open_files: spec.max_open_files,
             seccomp: spec.seccomp,
+            egress_trigger: spec.egress_on_demand.then(|| TriggerSpec {
+                exempt_fd: TRIGGER_EXEMPT_FD,
+                program: nimbus_sys::seccomp::SeccompProgram::egress_trigger(TRIGGER_EXEMPT_FD)
+                    .to_bytes(),
+            }),
         })
         .map_err(io::Error::other)?;
         let mut msg = Vec::with_capacity(5 + json.len() + self.seccomp.len());
@@ -461,7 +482,7 @@ impl ZygoteFork {
         msg.extend_from_slice(&self.seccomp);
         control::send(self.conn.as_fd(), &msg, &[init_pidfd])?;
         // The fork answers as a jailer does: `R`, or `E` + errno + the failed step.
-        launch::await_ready(&self.conn, timeout).map_err(|e| match e {
+        let trigger = launch::await_ready(&self.conn, timeout).map_err(|e| match e {
             LaunchError::Setup { step, source } => LaunchError::Setup {
                 step: format!("zygote: {step}"),
                 source,
@@ -469,7 +490,7 @@ impl ZygoteFork {
             e => e,
         })?;
         rustix::io::ioctl_fionbio(&self.conn, true).map_err(io::Error::from)?;
-        Ok(ZygoteRuntime { conn: self.conn })
+        Ok((ZygoteRuntime { conn: self.conn }, trigger))
     }
 }
 
