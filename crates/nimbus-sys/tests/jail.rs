@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use nimbus_sys::cgroup::{CgroupLayout, CgroupLimits, CgroupParent, EnvCgroup};
 use nimbus_sys::egress::EgressConfig;
 use nimbus_sys::launch::{self, LaunchError, StartedJail};
+use nimbus_sys::seccomp_notify::Listener;
 use nimbus_sys::spec::{Bind, JailSpec};
 
 const SANDBOX_UID: u32 = 993;
@@ -151,6 +152,10 @@ const TESTS: &[(&str, Test)] = &[
     (
         "egress_keeps_the_host_loopback_out_of_reach",
         egress_keeps_the_host_loopback_out_of_reach,
+    ),
+    (
+        "the_egress_trigger_holds_sends_for_its_listener",
+        the_egress_trigger_holds_sends_for_its_listener,
     ),
     (
         "parked_jail_runs_what_it_is_told_later",
@@ -888,6 +893,59 @@ for a in [('10.0.2.2', {port}), ('127.0.0.1', {port})]:
     assert!(out.starts_with("1\n"), "tap0 exists: {out}");
     assert!(!out.contains("CONNECTED"), "{out}");
     drop(host);
+}
+
+/// Egress on demand, without egress: the runtime's connects wait for the listener's holder,
+/// which sees where each goes; let through, the outside one fails as it would without a
+/// network (nobody attached one). As root and in rootless mode (the init installs the trigger
+/// with its capabilities in the user namespace).
+fn the_egress_trigger_holds_sends_for_its_listener(f: &Fixture) {
+    for uid in [None, Some(65534)] {
+        let mut spec = f.spec(&[
+            "/usr/bin/python3",
+            "-I",
+            "-S",
+            "-c",
+            "import socket\nfor a in [('127.0.0.1', 9), ('10.0.2.2', 80)]:\n    try:\n        socket.create_connection(a, timeout=3)\n    except OSError as e:\n        print(a[0], e.errno)",
+        ]);
+        spec.egress_on_demand = true;
+        spec.user_namespace = uid.is_some();
+        let mut running = start_with(&spec, uid, None);
+        let listener = running
+            .jail
+            .as_mut()
+            .and_then(|j| j.egress_trigger.take())
+            .expect("the init hands over the trigger's listener");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        // Served until the listener hangs up: every process of the jail has ended.
+        let held = runtime.block_on(async {
+            let listener = Listener::new(listener).unwrap();
+            let mut held = Vec::new();
+            while let Some(n) = listener.next().await {
+                held.push((n.nr, listener.wants_the_outside(&n)));
+                listener.let_through(n.id).unwrap();
+            }
+            held
+        });
+        assert_eq!(
+            held,
+            [(libc::SYS_connect, false), (libc::SYS_connect, true)],
+            "uid {uid:?}"
+        );
+        let (status, out) = running.finish(Duration::from_secs(20));
+        assert_eq!(status, "exit status 0", "{out}");
+        assert!(
+            out.contains(&format!("127.0.0.1 {}", libc::ECONNREFUSED)),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("10.0.2.2 {}", libc::ENETUNREACH)),
+            "{out}"
+        );
+    }
 }
 
 fn parked_jail_runs_what_it_is_told_later(f: &Fixture) {
