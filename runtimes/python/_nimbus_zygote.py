@@ -330,8 +330,11 @@ def _install_trigger(conn, trigger):
     the server then attaches egress itself)."""
     exempt = trigger["exempt_fd"]
     if conn.fileno() != exempt:
+        try:
+            os.dup2(conn.fileno(), exempt, inheritable=False)
+        except OSError:  # e.g. RLIMIT_NOFILE below it: no trigger, the server attaches
+            return conn, -1
         old = conn.detach()
-        os.dup2(old, exempt, inheritable=False)
         os.close(old)
         conn = _socket.socket(fileno=exempt)
     program = bytes(trigger["program"])

@@ -10,6 +10,7 @@ own), so the machine's address is how egress is observed. No traffic leaves the 
 from __future__ import annotations
 
 import contextlib
+import resource
 import socket
 import subprocess
 import threading
@@ -183,3 +184,24 @@ def test_outbound_networking_is_attached_on_a_functions_first_outside_connection
         assert srv.invoke(node, event).json() == {"reached": "hello"}
         assert slirp_processes(srv) == 2
     assert srv.invoke(quiet, {}).json()["devices"] == ["lo"]
+
+
+def test_a_zygote_fork_that_cannot_install_the_trigger_gets_egress_before_its_runtime_runs(
+        make_server):
+    """The fallback: with RLIMIT_NOFILE below the descriptor the trigger lets `sendmsg`
+    through on, the zygote's fork starts the runtime without the trigger, and the server
+    attaches egress right after the start instead: the function still reaches the outside."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        srv = make_server(sandbox="jail")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    addr = host_address()
+    quiet = srv.create_function("quiet", "python3.11", zip_files({"app.py": LOOPBACK_ONLY}),
+                                handler="app.handler")
+    assert "tap0" in srv.invoke(quiet, {}).json()["devices"]
+    py = srv.create_function("pyprobe", "python3.11", zip_files({"app.py": PROBE}),
+                             handler="app.handler")
+    with greeting_listener(addr) as port:
+        assert srv.invoke(py, {"host": addr, "port": port}).json() == {"reached": "hello"}
