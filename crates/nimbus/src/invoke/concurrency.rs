@@ -10,12 +10,16 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Per-account counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AccountCounters {
     /// Invocations running in the unreserved share.
     unreserved_in_flight: AtomicU32,
     /// Σ reserved concurrency of the account's functions.
     reserved_total: AtomicU32,
+    /// Invocations in flight over all accounts (shared by every account's counters), so the
+    /// total is one load, not a walk of every function under a lock: the invoker reads it
+    /// twice per invocation.
+    everyone_in_flight: Arc<AtomicU32>,
 }
 
 /// Per-function counters.
@@ -66,6 +70,10 @@ pub struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.function.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.function
+            .account
+            .everyone_in_flight
+            .fetch_sub(1, Ordering::AcqRel);
         if self.unreserved {
             self.function
                 .account
@@ -79,6 +87,7 @@ impl Drop for Permit {
 #[derive(Debug)]
 pub struct Concurrency {
     limit: u32,
+    in_flight: Arc<AtomicU32>,
     accounts: Mutex<HashMap<String, Arc<AccountCounters>>>,
     functions: Mutex<HashMap<(String, String), Arc<FunctionCounters>>>,
 }
@@ -87,6 +96,7 @@ impl Concurrency {
     pub fn new(limit: u32) -> Self {
         Concurrency {
             limit,
+            in_flight: Arc::default(),
             accounts: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
         }
@@ -98,7 +108,15 @@ impl Concurrency {
 
     fn account(&self, account: &str) -> Arc<AccountCounters> {
         let mut m = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(account.to_string()).or_default().clone()
+        m.entry(account.to_string())
+            .or_insert_with(|| {
+                Arc::new(AccountCounters {
+                    unreserved_in_flight: AtomicU32::new(0),
+                    reserved_total: AtomicU32::new(0),
+                    everyone_in_flight: self.in_flight.clone(),
+                })
+            })
+            .clone()
     }
 
     /// The counters of a function (created on first use).
@@ -138,6 +156,7 @@ impl Concurrency {
         let reserved = f.reserved.load(Ordering::Acquire);
         if reserved >= 0 {
             let prev = f.in_flight.fetch_add(1, Ordering::AcqRel);
+            f.account.everyone_in_flight.fetch_add(1, Ordering::AcqRel);
             let permit = Permit {
                 function: f.clone(),
                 unreserved: false,
@@ -157,6 +176,7 @@ impl Concurrency {
             .unreserved_in_flight
             .fetch_add(1, Ordering::AcqRel);
         f.in_flight.fetch_add(1, Ordering::AcqRel);
+        f.account.everyone_in_flight.fetch_add(1, Ordering::AcqRel);
         let permit = Permit {
             function: f.clone(),
             unreserved: true,
@@ -171,8 +191,7 @@ impl Concurrency {
 
     /// Invocations in flight over all accounts.
     pub fn in_flight(&self) -> u32 {
-        let m = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        m.values().map(|f| f.in_flight()).sum()
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// (account, function, in flight, throttles) of every function seen.
@@ -225,6 +244,26 @@ mod tests {
         c.set_reserved("a", "f", Some(0), 0);
         let f = c.function("a", "f");
         assert_eq!(c.admit(&f).unwrap_err(), Throttle::Reserved);
+    }
+
+    #[test]
+    fn the_total_in_flight_counts_every_account_and_not_the_throttled() {
+        let c = Concurrency::new(2);
+        c.set_reserved("a", "r", Some(1), 1);
+        let r = c.function("a", "r");
+        let other = c.function("b", "g");
+        let p1 = c.admit(&r).unwrap();
+        assert_eq!(c.admit(&r).unwrap_err(), Throttle::Reserved);
+        let p2 = c.admit(&other).unwrap();
+        let _p3 = c.admit(&other).unwrap();
+        assert_eq!(c.admit(&other).unwrap_err(), Throttle::Account);
+        assert_eq!(c.in_flight(), 3);
+        assert_eq!(
+            c.in_flight(),
+            c.snapshot().iter().map(|(_, _, n, _)| n).sum::<u32>()
+        );
+        drop((p1, p2));
+        assert_eq!(c.in_flight(), 1);
     }
 
     #[test]
