@@ -888,6 +888,11 @@ mod tests {
         }
     }
 
+    /// `python3 -I -S -c code` in a jail.
+    fn python_c(code_dir: &Path, code: &str) -> EnvSpec {
+        env_spec(code_dir, &["/usr/bin/python3", "-I", "-S", "-c", code])
+    }
+
     fn config(dir: &Path) -> JailConfig {
         JailConfig {
             // The test binary is its own jailer: see `jailer_entry` below.
@@ -1045,15 +1050,9 @@ mod tests {
         let cfg = config(dir.path());
         let _cleanup = Cleanup(cfg.clone());
         let sandbox = JailSandbox::new(cfg).unwrap();
-        let spec = env_spec(
+        let spec = python_c(
             &code,
-            &[
-                "/usr/bin/python3",
-                "-I",
-                "-S",
-                "-c",
-                "import os,socket; h,p=os.environ['AWS_LAMBDA_RUNTIME_API'].split(':'); s=socket.create_connection((h,int(p))); s.sendall(b'next'); print('uid', os.getuid(), s.recv(2).decode())",
-            ],
+            "import os,socket; h,p=os.environ['AWS_LAMBDA_RUNTIME_API'].split(':'); s=socket.create_connection((h,int(p))); s.sendall(b'next'); print('uid', os.getuid(), s.recv(2).decode())",
         );
         let started = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
         let listener = started.listener;
@@ -1107,16 +1106,7 @@ mod tests {
         let cfg = config(dir.path());
         let _cleanup = Cleanup(cfg.clone());
         let sandbox = JailSandbox::new(cfg).unwrap();
-        let mut spec = env_spec(
-            dir.path(),
-            &[
-                "/usr/bin/python3",
-                "-I",
-                "-S",
-                "-c",
-                "b = bytearray(300 << 20)",
-            ],
-        );
+        let mut spec = python_c(dir.path(), "b = bytearray(300 << 20)");
         spec.memory_mb = 64;
         let started = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
         assert_eq!(started.exited.await, "signal: killed");
@@ -1176,17 +1166,11 @@ mod tests {
             // inline. On demand, parked jails never have egress.
             wait_for_parked(&sandbox, !on_demand).await;
             for round in 0..2 {
-                let mut spec = env_spec(
+                let mut spec = python_c(
                     dir.path(),
-                    &[
-                        "/usr/bin/python3",
-                        "-I",
-                        "-S",
-                        "-c",
-                        &format!(
-                            "import socket; socket.create_connection(('10.0.2.2', {port}), timeout=5).sendall(b'hi'); print(open('/etc/resolv.conf').read().strip()); print(open('/proc/net/dev').read())"
-                        ),
-                    ],
+                    &format!(
+                        "import socket; socket.create_connection(('10.0.2.2', {port}), timeout=5).sendall(b'hi'); print(open('/etc/resolv.conf').read().strip()); print(open('/proc/net/dev').read())"
+                    ),
                 );
                 spec.network = true;
                 let started = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
@@ -1207,18 +1191,12 @@ mod tests {
             }
             if on_demand {
                 // Loopback only, by TCP and by UDP with an address: no egress is attached.
-                let mut spec = env_spec(
+                let mut spec = python_c(
                     dir.path(),
-                    &[
-                        "/usr/bin/python3",
-                        "-I",
-                        "-S",
-                        "-c",
-                        "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); \
+                    "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); \
                          c = socket.create_connection(s.getsockname()); c.sendall(b'x'); \
                          u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
                          u.sendto(b'x', ('127.0.0.1', 9)); print(open('/proc/net/dev').read())",
-                    ],
                 );
                 spec.network = true;
                 let started = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
@@ -1258,16 +1236,7 @@ mod tests {
         let sandbox = JailSandbox::new(cfg).unwrap();
         wait_for_parked(&sandbox, false).await;
         // Parked with 128 MB; this function has 64 MB and allocates 100.
-        let mut spec = env_spec(
-            dir.path(),
-            &[
-                "/usr/bin/python3",
-                "-I",
-                "-S",
-                "-c",
-                "b = bytearray(100 << 20); print('survived')",
-            ],
-        );
+        let mut spec = python_c(dir.path(), "b = bytearray(100 << 20); print('survived')");
         spec.memory_mb = 64;
         let started = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
         assert_eq!(started.exited.await, "signal: killed");
