@@ -186,8 +186,8 @@ struct Shared {
 /// The running zygotes, started on first use.
 #[derive(Debug)]
 pub(super) struct Zygotes {
-    /// The jail's seccomp program, as the zygote's forks install it.
-    seccomp: Arc<[u8]>,
+    /// The filters the zygote's forks install, compiled once.
+    programs: Arc<Programs>,
     /// The platform's `LD_LIBRARY_PATH`: the only loader variable a forked runtime may have.
     default_library_path: String,
     shared: Arc<Shared>,
@@ -196,9 +196,13 @@ pub(super) struct Zygotes {
 impl Zygotes {
     pub(super) fn new(default_library_path: &str) -> Zygotes {
         Zygotes {
-            seccomp: nimbus_sys::seccomp::SeccompProgram::jail_policy()
-                .to_bytes()
-                .into(),
+            programs: Arc::new(Programs {
+                seccomp: nimbus_sys::seccomp::SeccompProgram::jail_policy().to_bytes(),
+                egress_trigger: nimbus_sys::seccomp::SeccompProgram::egress_trigger(
+                    TRIGGER_EXEMPT_FD,
+                )
+                .to_bytes(),
+            }),
             default_library_path: default_library_path.to_string(),
             shared: Arc::default(),
         }
@@ -300,7 +304,7 @@ impl Zygotes {
         control::send(ours.as_fd(), &msg, &[])?;
         Ok(ZygoteFork {
             conn: ours,
-            seccomp: Arc::clone(&self.seccomp),
+            programs: Arc::clone(&self.programs),
         })
     }
 
@@ -420,7 +424,16 @@ fn start(key: &Key) -> io::Result<Zygote> {
 #[derive(Debug)]
 pub(super) struct ZygoteFork {
     conn: OwnedFd,
-    seccomp: Arc<[u8]>,
+    programs: Arc<Programs>,
+}
+
+/// The seccomp programs as the kernel reads them, for the forks to install.
+#[derive(Debug)]
+struct Programs {
+    /// The jail's policy, installed by the runtime.
+    seccomp: Vec<u8>,
+    /// The egress trigger (exempting [`TRIGGER_EXEMPT_FD`]), installed by the fork.
+    egress_trigger: Vec<u8>,
 }
 
 /// What the spec message carries (the rest of the [`JailSpec`] was the init's).
@@ -436,13 +449,13 @@ struct RuntimeSpec<'a> {
     /// Egress on demand: the trigger program the fork installs on itself before it forks
     /// the runtime, built to let `sendmsg` through on `exempt_fd`, where the fork moves its
     /// connection to us first (to send the trigger's listener with its ready report).
-    egress_trigger: Option<TriggerSpec>,
+    egress_trigger: Option<TriggerSpec<'a>>,
 }
 
 #[derive(serde::Serialize)]
-struct TriggerSpec {
+struct TriggerSpec<'a> {
     exempt_fd: i32,
-    program: Vec<u8>,
+    program: &'a [u8],
 }
 
 /// Where a zygote's fork keeps its connection to the server while it runs under the egress
@@ -470,16 +483,16 @@ impl ZygoteFork {
             seccomp: spec.seccomp,
             egress_trigger: spec.egress_on_demand.then(|| TriggerSpec {
                 exempt_fd: TRIGGER_EXEMPT_FD,
-                program: nimbus_sys::seccomp::SeccompProgram::egress_trigger(TRIGGER_EXEMPT_FD)
-                    .to_bytes(),
+                program: &self.programs.egress_trigger,
             }),
         })
         .map_err(io::Error::other)?;
-        let mut msg = Vec::with_capacity(5 + json.len() + self.seccomp.len());
+        let seccomp = &self.programs.seccomp;
+        let mut msg = Vec::with_capacity(5 + json.len() + seccomp.len());
         msg.push(b'S');
         msg.extend_from_slice(&(json.len() as u32).to_le_bytes());
         msg.extend_from_slice(&json);
-        msg.extend_from_slice(&self.seccomp);
+        msg.extend_from_slice(seccomp);
         control::send(self.conn.as_fd(), &msg, &[init_pidfd])?;
         // The fork answers as a jailer does: `R`, or `E` + errno + the failed step.
         let trigger = launch::await_ready(&self.conn, timeout).map_err(|e| match e {
