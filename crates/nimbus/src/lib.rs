@@ -29,4 +29,6 @@ pub mod runtime_api;
 pub mod runtimes;
 pub mod sandbox;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 pub mod workers;

@@ -167,6 +167,7 @@ fn manage(inner: Weak<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::wait_until;
 
     /// Records what the knob was told.
     #[derive(Clone, Default)]
@@ -176,14 +177,6 @@ mod tests {
         fn poll(&self, on: bool) -> std::io::Result<()> {
             self.0.lock().unwrap().push(on);
             Ok(())
-        }
-    }
-
-    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -556,6 +556,7 @@ impl Zygotes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::wait_until;
 
     const LIBS: &str = "/lib64:/var/task/lib";
 
@@ -616,6 +617,14 @@ mod tests {
         assert_eq!(zygotes.key_for(&other).unwrap(), key, "same zygote");
     }
 
+    /// `python_spec` with `name=value` in place of any value of `name` it had.
+    fn with_var(code_dir: &std::path::Path, name: &str, value: &str) -> EnvSpec {
+        let mut spec = python_spec(code_dir);
+        spec.env.retain(|(k, _)| k != name);
+        spec.env.push((name.into(), value.into()));
+        spec
+    }
+
     #[test]
     fn anything_a_fork_could_not_reproduce_takes_the_exec_path() {
         let code = tempfile::tempdir().unwrap();
@@ -631,9 +640,7 @@ mod tests {
             ("LD_PRELOAD", "/var/task/x.so"),
             ("LD_LIBRARY_PATH", "/opt/mine"),
         ] {
-            let mut spec = python_spec(code.path());
-            spec.env.retain(|(name, _)| name != k);
-            spec.env.push((k.into(), v.into()));
+            let spec = with_var(code.path(), k, v);
             assert!(
                 zygotes.key_for(&spec).is_none(),
                 "{k} is read once, at exec"
@@ -655,9 +662,7 @@ mod tests {
             ("TZ", "/var/task/zone"),
             ("TZ", "Europe/../../../var/task/zone"),
         ] {
-            let mut spec = python_spec(code.path());
-            spec.env.retain(|(name, _)| name != k);
-            spec.env.push((k.into(), v.into()));
+            let spec = with_var(code.path(), k, v);
             assert!(
                 zygotes.key_for(&spec).is_none(),
                 "{k}={v} would act as root on the host"
@@ -668,9 +673,7 @@ mod tests {
             ("TZ", "America/New_York"),
             ("LC_ALL", "C.UTF-8"),
         ] {
-            let mut spec = python_spec(code.path());
-            spec.env.retain(|(name, _)| name != k);
-            spec.env.push((k.into(), v.into()));
+            let spec = with_var(code.path(), k, v);
             assert!(zygotes.key_for(&spec).is_some(), "{k}={v} names no path");
         }
 
@@ -722,14 +725,6 @@ mod tests {
             .count()
     }
 
-    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done() {
-            assert!(Instant::now() < deadline, "never happened: {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     #[test]
     fn a_worn_out_zygote_forks_on_while_its_successor_starts() {
         let Some(key) = runtime_key() else {
@@ -741,7 +736,7 @@ mod tests {
         // its connection is dropped.
         let first_fork = zygotes.fork(&key, &[]).expect("first fork");
         let first = zygotes.zygote_pid(&key).expect("a zygote runs");
-        eventually("the first fork is the zygote's child", || {
+        wait_until("the first fork is the zygote's child", || {
             children_of(first) == 1
         });
 
@@ -749,21 +744,21 @@ mod tests {
         let second_fork = zygotes
             .fork(&key, &[])
             .expect("fork from a worn-out zygote");
-        eventually("the worn-out zygote served the second fork", || {
+        wait_until("the worn-out zygote served the second fork", || {
             children_of(first) == 2
         });
-        eventually("a successor replaces it", || {
+        wait_until("a successor replaces it", || {
             zygotes.zygote_pid(&key).is_some_and(|pid| pid != first)
         });
         let successor = zygotes.zygote_pid(&key).unwrap();
         let third_fork = zygotes.fork(&key, &[]).expect("fork from the successor");
-        eventually("the successor served the third fork", || {
+        wait_until("the successor served the third fork", || {
             children_of(successor) == 1
         });
         assert_eq!(children_of(first), 2, "nothing more from the retired one");
 
         drop((first_fork, second_fork));
-        eventually("the retired zygote exits once its forks have", || {
+        wait_until("the retired zygote exits once its forks have", || {
             !std::path::Path::new(&format!("/proc/{first}")).exists()
         });
         drop(third_fork);
