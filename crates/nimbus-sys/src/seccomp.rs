@@ -167,6 +167,21 @@ impl SeccompProgram {
     /// kernel refuses filters from unprivileged callers otherwise). Async-signal-safe: only
     /// a system call, no allocation.
     pub fn install(&self) -> io::Result<()> {
+        self.load(0).map(drop)
+    }
+
+    /// Installs the filter on the calling thread and returns its user-notification listener
+    /// (close-on-exec). The caller needs `no_new_privs` or `CAP_SYS_ADMIN`.
+    pub fn install_with_listener(&self) -> io::Result<OwnedFd> {
+        let fd = self.load(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)?;
+        let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        // SAFETY: with NEW_LISTENER, the (non-negative) result is a new descriptor that
+        // nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// seccomp(SECCOMP_SET_MODE_FILTER, `flags`, this program): its non-negative result.
+    fn load(&self, flags: libc::c_ulong) -> io::Result<libc::c_long> {
         let prog = libc::sock_fprog {
             len: u16::try_from(self.0.len())
                 .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
@@ -174,44 +189,19 @@ impl SeccompProgram {
         };
         // SAFETY: `prog` points at `self.0`, a live, correctly typed array of `len` BPF
         // instructions that outlives the call; the kernel copies the program before returning.
-        // PR_SET_SECCOMP takes exactly these arguments.
-        let rc = unsafe {
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-                &prog as *const libc::sock_fprog,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    /// Installs the filter on the calling thread and returns its user-notification listener
-    /// (close-on-exec). The caller needs `no_new_privs` or `CAP_SYS_ADMIN`.
-    pub fn install_with_listener(&self) -> io::Result<OwnedFd> {
-        let prog = libc::sock_fprog {
-            len: u16::try_from(self.0.len())
-                .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
-            filter: self.0.as_ptr().cast_mut(),
-        };
-        // SAFETY: as in `install`; seccomp(2) with SECCOMP_SET_MODE_FILTER takes flags and a
-        // pointer to the sock_fprog, which the kernel copies before returning.
+        // seccomp(2) with SECCOMP_SET_MODE_FILTER takes exactly a flags word and this pointer.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
-                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                flags,
                 &prog as *const libc::sock_fprog,
             )
         };
-        match i32::try_from(rc) {
-            // SAFETY: with NEW_LISTENER, a non-negative result is a new descriptor that
-            // nothing else owns.
-            Ok(fd) if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-            _ => Err(io::Error::last_os_error()),
+        if rc >= 0 {
+            Ok(rc)
+        } else {
+            Err(io::Error::last_os_error())
         }
     }
 
