@@ -186,10 +186,11 @@ def test_outbound_networking_is_attached_on_a_functions_first_outside_connection
     assert srv.invoke(quiet, {}).json()["devices"] == ["lo"]
 
 
-def test_a_zygote_fork_that_cannot_install_the_trigger_gets_egress_before_its_runtime_runs(
+def test_a_jail_that_cannot_install_the_trigger_gets_egress_before_its_runtime_runs(
         make_server):
     """The fallback: with RLIMIT_NOFILE below the descriptor the trigger lets `sendmsg`
-    through on, the zygote's fork starts the runtime without the trigger, and the server
+    through on, neither a zygote's fork (Python) nor the jail's init (Node) can keep its
+    socket to the server there, so they start the runtime without the trigger and the server
     attaches egress right after the start instead: the function still reaches the outside."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
@@ -203,5 +204,9 @@ def test_a_zygote_fork_that_cannot_install_the_trigger_gets_egress_before_its_ru
     assert "tap0" in srv.invoke(quiet, {}).json()["devices"]
     py = srv.create_function("pyprobe", "python3.11", zip_files({"app.py": PROBE}),
                              handler="app.handler")
+    node = srv.create_function("nodeprobe", "nodejs20.x", zip_files({"index.js": NODE_PROBE}),
+                               handler="index.handler")
     with greeting_listener(addr) as port:
-        assert srv.invoke(py, {"host": addr, "port": port}).json() == {"reached": "hello"}
+        event = {"host": addr, "port": port}
+        assert srv.invoke(py, event).json() == {"reached": "hello"}
+        assert srv.invoke(node, event).json() == {"reached": "hello"}

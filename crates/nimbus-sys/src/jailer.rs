@@ -66,7 +66,11 @@ fn take_control_socket() -> Option<OwnedFd> {
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
         return None;
     }
-    let ctl = rustix::io::fcntl_dupfd_cloexec(stdin, 3).ok()?;
+    // At the egress trigger's exempt descriptor if the descriptor limit allows (the init,
+    // which inherits it, reports its runtime's start over it from under the trigger).
+    let ctl = rustix::io::fcntl_dupfd_cloexec(stdin, crate::seccomp_notify::EXEMPT_FD)
+        .or_else(|_| rustix::io::fcntl_dupfd_cloexec(stdin, 3))
+        .ok()?;
     let null = rustix::fs::open(
         "/dev/null",
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
@@ -498,10 +502,11 @@ fn init_setup(
     let (err_r, err_w) = os("create a pipe", rustix::pipe::pipe_with(PipeFlags::CLOEXEC))?;
     // Egress on demand: the runtime inherits the trigger, installed here (we still hold
     // CAP_SYS_ADMIN, so no no_new_privs yet); its listener goes to the server with our ready
-    // report, over the one socket the trigger lets `sendmsg` through on. Without it (a kernel
-    // that refuses) the server attaches egress itself.
-    let trigger = if spec.egress_on_demand {
-        SeccompProgram::egress_trigger(ctl.as_raw_fd())
+    // report, over the one socket the trigger lets `sendmsg` through on (so only if the control
+    // socket sits there). Without it (a kernel that refuses, a descriptor limit too low) the
+    // server attaches egress itself.
+    let trigger = if spec.egress_on_demand && ctl.as_raw_fd() == crate::seccomp_notify::EXEMPT_FD {
+        SeccompProgram::egress_trigger()
             .install_with_listener()
             .ok()
     } else {

@@ -71,11 +71,13 @@ impl SeccompProgram {
     /// it has looked at the destination. Everything else is allowed: this filter decides
     /// nothing about security (the jail policy, installed after it, does); it only tells the
     /// server when an environment first wants the network. `sendmsg` and `sendmmsg` on
-    /// `exempt_fd` are let through, so the process installing the filter can still hand its
+    /// [`EXEMPT_FD`] are let through, so the process installing the filter can still hand its
     /// listener to the supervisor over that socket. Other architectures: allow (the jail
     /// policy kills them).
-    pub fn egress_trigger(exempt_fd: i32) -> SeccompProgram {
-        let exempt = exempt_fd as u32;
+    ///
+    /// [`EXEMPT_FD`]: crate::seccomp_notify::EXEMPT_FD
+    pub fn egress_trigger() -> SeccompProgram {
+        let exempt = crate::seccomp_notify::EXEMPT_FD as u32;
         SeccompProgram(vec![
             /* 0 */ stmt(LD_ABS, OFFSET_ARCH),
             /* 1 */ jump(JEQ, AUDIT_ARCH, 1, 0),
@@ -362,7 +364,8 @@ mod tests {
 
     #[test]
     fn the_egress_trigger_holds_only_sends_that_can_name_a_destination() {
-        let p = SeccompProgram::egress_trigger(7);
+        let p = SeccompProgram::egress_trigger();
+        let exempt = crate::seccomp_notify::EXEMPT_FD as u64;
         let run = |nr: libc::c_long, args: [u64; 6]| p.evaluate(AUDIT_ARCH, nr as u32, args);
         let to = 0x7fff_0000_1000_u64; // a destination address in user memory
         assert_eq!(run(libc::SYS_connect, [3, to, 16, 0, 0, 0]), RET_USER_NOTIF);
@@ -380,11 +383,11 @@ mod tests {
         assert_eq!(run(libc::SYS_sendmsg, [3, to, 0, 0, 0, 0]), RET_USER_NOTIF);
         assert_eq!(run(libc::SYS_sendmmsg, [3, to, 2, 0, 0, 0]), RET_USER_NOTIF);
         assert_eq!(
-            run(libc::SYS_sendmsg, [7, to, 0, 0, 0, 0]),
+            run(libc::SYS_sendmsg, [exempt, to, 0, 0, 0, 0]),
             RET_ALLOW,
             "the exempt socket"
         );
-        assert_eq!(run(libc::SYS_sendmmsg, [7, to, 1, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(libc::SYS_sendmmsg, [exempt, to, 1, 0, 0, 0]), RET_ALLOW);
         for nr in [
             libc::SYS_read,
             libc::SYS_write,

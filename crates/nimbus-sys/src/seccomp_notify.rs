@@ -19,6 +19,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+/// The one descriptor on which the trigger lets `sendmsg` and `sendmmsg` through: where the
+/// process that installs it (the jail's init, a Python zygote's fork) keeps its socket to the
+/// server, so it can hand over the listener. High, so that a runtime, which does not inherit
+/// it, is unlikely to reuse the number; a function that does only bypasses the trigger for
+/// its own sends on it.
+pub const EXEMPT_FD: i32 = 1000;
+
 /// Whether this kernel can hold calls for a supervisor and let them go on unchanged: user
 /// notifications (5.0) with `SECCOMP_USER_NOTIF_FLAG_CONTINUE` (5.5), on x86_64 (the only
 /// architecture the trigger program is written for).

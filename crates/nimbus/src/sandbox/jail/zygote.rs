@@ -198,10 +198,7 @@ impl Zygotes {
         Zygotes {
             programs: Arc::new(Programs {
                 seccomp: nimbus_sys::seccomp::SeccompProgram::jail_policy().to_bytes(),
-                egress_trigger: nimbus_sys::seccomp::SeccompProgram::egress_trigger(
-                    TRIGGER_EXEMPT_FD,
-                )
-                .to_bytes(),
+                egress_trigger: nimbus_sys::seccomp::SeccompProgram::egress_trigger().to_bytes(),
             }),
             default_library_path: default_library_path.to_string(),
             shared: Arc::default(),
@@ -432,7 +429,8 @@ pub(super) struct ZygoteFork {
 struct Programs {
     /// The jail's policy, installed by the runtime.
     seccomp: Vec<u8>,
-    /// The egress trigger (exempting [`TRIGGER_EXEMPT_FD`]), installed by the fork.
+    /// The egress trigger, installed by the fork (which moves its connection to the exempt
+    /// descriptor first).
     egress_trigger: Vec<u8>,
 }
 
@@ -447,7 +445,7 @@ struct RuntimeSpec<'a> {
     max_open_files: u64,
     seccomp: bool,
     /// Egress on demand: the trigger program the fork installs on itself before it forks
-    /// the runtime, built to let `sendmsg` through on `exempt_fd`, where the fork moves its
+    /// the runtime; it lets `sendmsg` through on `exempt_fd`, where the fork moves its
     /// connection to us first (to send the trigger's listener with its ready report).
     egress_trigger: Option<TriggerSpec<'a>>,
 }
@@ -457,10 +455,6 @@ struct TriggerSpec<'a> {
     exempt_fd: i32,
     program: &'a [u8],
 }
-
-/// Where a zygote's fork keeps its connection to the server while it runs under the egress
-/// trigger (high, so that the runtime, which closes it, is unlikely to reuse it soon).
-const TRIGGER_EXEMPT_FD: i32 = 1000;
 
 impl ZygoteFork {
     /// Has the child join the jail whose init `init_pidfd` is (its root must be ready) and
@@ -482,7 +476,7 @@ impl ZygoteFork {
             max_open_files: spec.max_open_files,
             seccomp: spec.seccomp,
             egress_trigger: spec.egress_on_demand.then(|| TriggerSpec {
-                exempt_fd: TRIGGER_EXEMPT_FD,
+                exempt_fd: nimbus_sys::seccomp_notify::EXEMPT_FD,
                 program: &self.programs.egress_trigger,
             }),
         })
