@@ -506,7 +506,7 @@ impl JailInner {
                 None => {
                     // The kernel refused the trigger in this jail: attach now, as before.
                     tracing::warn!("jail: no egress trigger; attaching outbound networking now");
-                    if let Err(e) = egress::Attach::attach(&*env, config) {
+                    if let Err(e) = env.process.attach_egress(config) {
                         tracing::warn!("jail: cannot attach outbound networking: {e}");
                     }
                 }
@@ -716,12 +716,6 @@ fn jail_spec(
 struct JailedEnv {
     process: JailProcess,
     cgroup: Option<EnvCgroup>,
-}
-
-impl egress::Attach for JailedEnv {
-    fn attach(&self, config: &EgressConfig) -> std::io::Result<()> {
-        self.process.attach_egress(config)
-    }
 }
 
 impl EnvProcess for JailedEnv {

@@ -18,15 +18,11 @@ use std::sync::Arc;
 use nimbus_sys::egress::EgressConfig;
 use nimbus_sys::seccomp_notify::Listener;
 
-/// What can attach an environment's egress: its jail (tests stand in for it).
-pub(super) trait Attach: Send + Sync + 'static {
-    /// Attaches unless attached (blocking); an error once the environment ended.
-    fn attach(&self, config: &EgressConfig) -> std::io::Result<()>;
-}
+use super::JailedEnv;
 
 /// Serves one environment's trigger until the environment is gone. Must be spawned on the
 /// tokio runtime as soon as the listener arrives: a held call waits for it.
-pub(super) async fn serve(listener: OwnedFd, env: Arc<dyn Attach>, config: EgressConfig) {
+pub(super) async fn serve(listener: OwnedFd, env: Arc<JailedEnv>, config: EgressConfig) {
     let listener = match Listener::new(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -50,9 +46,9 @@ pub(super) async fn serve(listener: OwnedFd, env: Arc<dyn Attach>, config: Egres
     }
 }
 
-async fn attach(env: &Arc<dyn Attach>, config: &EgressConfig) {
+async fn attach(env: &Arc<JailedEnv>, config: &EgressConfig) {
     let (env, config) = (env.clone(), config.clone());
-    match tokio::task::spawn_blocking(move || env.attach(&config)).await {
+    match tokio::task::spawn_blocking(move || env.process.attach_egress(&config)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("jail: cannot attach outbound networking: {e}"),
         Err(e) => tracing::warn!("jail: cannot attach outbound networking: {e}"),
