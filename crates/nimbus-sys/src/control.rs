@@ -13,6 +13,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -91,6 +92,33 @@ pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<Owne
     Ok((msg.bytes, fds))
 }
 
+/// [`recv`], waiting until `deadline` at most (`WouldBlock` once it has passed). A signal
+/// handler that runs meanwhile (in the server, tokio's SIGCHLD whenever any child exits)
+/// neither ends the wait — the kernel never restarts a receive with a timeout — nor extends
+/// it: each retry waits only what is left.
+pub fn recv_until(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Below the socket timeout's resolution; zero would mean "no timeout".
+        if left < Duration::from_millis(1) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        rustix::net::sockopt::set_socket_timeout(
+            sock,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(left),
+        )?;
+        match recv(sock, buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
 /// Reports the init process (jailer side).
 pub fn send_init(sock: BorrowedFd<'_>, pid: u32, pidfd: BorrowedFd<'_>) -> io::Result<()> {
     let mut m = vec![b'P'];
@@ -121,10 +149,14 @@ pub fn send_failed(sock: BorrowedFd<'_>, step: &str, errno: i32) {
     let _ = send(sock, &m, &[]);
 }
 
-/// Reads the next jailer message (server side). `Ok(None)`: the jailer closed the socket.
-pub fn recv_jailer_message(sock: impl AsFd) -> io::Result<Option<JailerMessage>> {
+/// Reads the next jailer message (server side), waiting until `deadline` at most (see
+/// [`recv_until`]). `Ok(None)`: the jailer closed the socket.
+pub fn recv_jailer_message(
+    sock: impl AsFd,
+    deadline: Instant,
+) -> io::Result<Option<JailerMessage>> {
     let mut buf = [0u8; 512];
-    let (len, mut fds) = recv(sock.as_fd(), &mut buf)?;
+    let (len, mut fds) = recv_until(sock.as_fd(), &mut buf, deadline)?;
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed jailer message");
     match buf.get(..len) {
         Some([]) => Ok(None),
@@ -148,6 +180,10 @@ pub fn recv_jailer_message(sock: impl AsFd) -> io::Result<Option<JailerMessage>>
 mod tests {
     use super::*;
 
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
     #[test]
     fn descriptors_and_messages_cross_the_socket_pair() {
         let (a, b) = socket_pair().unwrap();
@@ -155,19 +191,19 @@ mod tests {
         send_init(a.as_fd(), 42, r.as_fd()).unwrap();
         send_failed(a.as_fd(), "mount /tmp", libc::ENOSPC);
         drop(a);
-        match recv_jailer_message(&b).unwrap() {
+        match recv_jailer_message(&b, soon()).unwrap() {
             Some(JailerMessage::Init { pid: 42, pidfd }) => {
                 assert_ne!(std::os::fd::AsRawFd::as_raw_fd(&pidfd), -1)
             }
             other => panic!("{other:?}"),
         }
-        match recv_jailer_message(&b).unwrap() {
+        match recv_jailer_message(&b, soon()).unwrap() {
             Some(JailerMessage::Failed { errno, step }) => {
                 assert_eq!((errno, step.as_str()), (libc::ENOSPC, "mount /tmp"))
             }
             other => panic!("{other:?}"),
         }
-        assert!(recv_jailer_message(&b).unwrap().is_none());
+        assert!(recv_jailer_message(&b, soon()).unwrap().is_none());
     }
 
     #[test]
@@ -175,7 +211,7 @@ mod tests {
         let (a, b) = socket_pair().unwrap();
         send(a.as_fd(), b"Pxx", &[]).unwrap();
         send(a.as_fd(), b"X", &[]).unwrap();
-        assert!(recv_jailer_message(&b).is_err());
-        assert!(recv_jailer_message(&b).is_err());
+        assert!(recv_jailer_message(&b, soon()).is_err());
+        assert!(recv_jailer_message(&b, soon()).is_err());
     }
 }

@@ -104,15 +104,15 @@ impl Egress {
             exit: Some(exit_w),
         };
         let mut fds = [PollFd::new(&ready_r, PollFlags::IN)];
-        let timeout = rustix::time::Timespec::try_from(config.ready_timeout).unwrap_or(
-            rustix::time::Timespec {
-                tv_sec: 5,
-                tv_nsec: 0,
-            },
-        );
-        // A signal handler of the server's (tokio's SIGCHLD) interrupts the wait: wait again.
+        let deadline = std::time::Instant::now() + config.ready_timeout;
+        // A signal handler of the server's (tokio's SIGCHLD) interrupts the wait: wait again,
+        // for what is left.
         let ready = loop {
-            match rustix::event::poll(&mut fds, Some(&timeout)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(left) = rustix::time::Timespec::try_from(left) else {
+                break false;
+            };
+            match rustix::event::poll(&mut fds, Some(&left)) {
                 Err(rustix::io::Errno::INTR) => {}
                 other => break other? == 1,
             }

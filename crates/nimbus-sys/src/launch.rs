@@ -165,7 +165,6 @@ fn set_timeout(sock: &OwnedFd, timeout: Option<Duration>) -> io::Result<()> {
 /// the egress trigger's listener if one came with it. A failure report (`E`), EOF or the
 /// timeout is the error.
 pub fn await_ready(sock: &OwnedFd, timeout: Duration) -> Result<Option<OwnedFd>, LaunchError> {
-    set_timeout(sock, Some(timeout))?;
     await_message(sock, timeout, |m| match m {
         JailerMessage::Ready { trigger } => Some(trigger),
         _ => None,
@@ -178,8 +177,9 @@ fn await_message<T>(
     timeout: Duration,
     mut want: impl FnMut(JailerMessage) -> Option<T>,
 ) -> Result<T, LaunchError> {
+    let deadline = std::time::Instant::now() + timeout;
     loop {
-        match control::recv_jailer_message(sock) {
+        match control::recv_jailer_message(sock, deadline) {
             Ok(Some(JailerMessage::Failed { errno, step })) => {
                 return Err(LaunchError::Setup {
                     step,
@@ -192,9 +192,6 @@ fn await_message<T>(
                 }
             }
             Ok(None) => return Err(LaunchError::JailerExited),
-            // A signal handler ran (in the server, tokio's for SIGCHLD whenever any child
-            // exits): the kernel never restarts a receive with a timeout, so read again.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Err(LaunchError::Timeout(timeout));
             }
@@ -213,7 +210,6 @@ impl PendingJail {
         egress: Option<&EgressConfig>,
     ) -> Result<ParkedJail, LaunchError> {
         let PendingJail { server_end } = self;
-        set_timeout(&server_end, Some(timeout))?;
         let mut shape = shape.clone();
         shape.wait_for_network = egress.is_some();
         control::send(server_end.as_fd(), &shape.encode(), &[])?;
@@ -346,10 +342,9 @@ mod tests {
 
     extern "C" fn ignore(_: libc::c_int) {}
 
-    #[test]
-    fn a_signal_handled_during_the_wait_does_not_end_it() {
-        // As tokio's SIGCHLD handler does in the server: a handler that runs while the
-        // receive (with its timeout) blocks makes it fail with EINTR.
+    /// A SIGUSR2 handler that does nothing, as tokio's SIGCHLD handler is to a blocked
+    /// receive: it makes the receive (which has a timeout) fail with EINTR.
+    fn interrupting_handler() {
         // SAFETY: a zeroed sigaction with a handler that does nothing is valid; SIGUSR2 is
         // used by nothing else in these tests.
         unsafe {
@@ -361,6 +356,11 @@ mod tests {
                 0
             );
         }
+    }
+
+    #[test]
+    fn a_signal_handled_during_the_wait_does_not_end_it() {
+        interrupting_handler();
         let (ours, theirs) = control::socket_pair().unwrap();
         // SAFETY: pthread_self has no preconditions.
         let waiter = unsafe { libc::pthread_self() } as usize;
@@ -375,5 +375,37 @@ mod tests {
         let waited = await_ready(&ours, Duration::from_secs(10));
         drop(peer.join().unwrap());
         assert!(waited.is_ok(), "{waited:?}");
+    }
+
+    #[test]
+    fn a_stream_of_signals_does_not_extend_the_wait() {
+        interrupting_handler();
+        let (ours, _silent) = control::socket_pair().unwrap();
+        // SAFETY: pthread_self has no preconditions.
+        let waiter = unsafe { libc::pthread_self() } as usize;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let signaller = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // Every 10 ms for up to 10 s: far more often than the wait's timeout.
+                for _ in 0..1000 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return true;
+                    }
+                    // SAFETY: the waiting thread is alive: it joins this one before it
+                    // returns.
+                    unsafe { libc::pthread_kill(waiter as libc::pthread_t, libc::SIGUSR2) };
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                false
+            })
+        };
+        let waited = await_ready(&ours, Duration::from_millis(200));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            signaller.join().unwrap(),
+            "the wait outlasted the signals instead of its timeout"
+        );
+        assert!(matches!(waited, Err(LaunchError::Timeout(_))), "{waited:?}");
     }
 }

@@ -373,21 +373,8 @@ fn start(key: &Key) -> io::Result<Zygote> {
         &[(theirs.as_fd(), CONTROL_FD), (script.as_fd(), SCRIPT_FD)],
     )?;
     drop(theirs);
-    rustix::net::sockopt::set_socket_timeout(
-        &ours,
-        rustix::net::sockopt::Timeout::Recv,
-        Some(READY_TIMEOUT),
-    )
-    .map_err(io::Error::from)?;
     let mut buf = [0u8; 8];
-    // A signal handler of the server's (tokio's SIGCHLD) interrupts a timed receive.
-    let said = loop {
-        match control::recv(ours.as_fd(), &mut buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => break other,
-        }
-    };
-    match said {
+    match control::recv_until(ours.as_fd(), &mut buf, Instant::now() + READY_TIMEOUT) {
         Ok((1, _)) if buf[0] == b'Z' => {}
         Ok(_) => {
             return Err(io::Error::other(format!(
