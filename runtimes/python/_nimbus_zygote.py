@@ -10,32 +10,34 @@ the functions it serves have them, and its control socket at fd 3, on which it s
 once it is ready.  A fresh `python3` costs ~9 ms of CPU before it runs a line of ours; a
 fork of this one costs ~1 ms.  See docs/decisions/0010-interpreter-zygote.md.
 
-The zygote itself never reads anything about a function: it only forks.  The fork (C1)
-reads the environment's spec, so no function's variables ever sit in this process, whose
-later forks serve other functions.
+The zygote itself never reads anything about a function: it only forks.  The fork reads
+the environment's spec, so no function's variables ever sit in this process, whose later
+forks serve other functions.
 
-Per environment (all messages are SOCK_SEQPACKET, so each arrives whole):
-  server -> zygote (fd 3): b"F" + SCM_RIGHTS(conn)                       -> fork C1
-  server -> C1 (conn): b"C" + JSON list of cgroup.procs files     -> C1 joins them
-  server -> C1 (conn): b"S" + u32 LE JSON length + JSON spec + the seccomp program,
-                       SCM_RIGHTS(pidfd of the jail's init)
-  C1: setns into the init's mount, network, UTS, IPC, PID and cgroup namespaces, takes the
+One process per environment, the runtime itself: the zygote clones it straight into the
+jail's PID namespace with CLONE_PARENT, so the server is its parent and reads its end from
+an ordinary child exit; nothing of ours watches it.  Per environment (all messages are
+SOCK_SEQPACKET, so each arrives whole):
+  server -> zygote (fd 3): b"F" + SCM_RIGHTS(conn, pidfd of the jail's init)
+  zygote: joins the init's PID namespace for its children, clones the runtime
+      (CLONE_PARENT), returns to its own; says b"P" + the runtime's pid (u32 LE, in the
+      server's PID namespace) on conn, or b"E" + errno + step if it could not.
+  server -> runtime (conn): b"C" + JSON list of cgroup.procs files  -> it joins them
+  server -> runtime (conn): b"S" + u32 LE JSON length + JSON spec + the seccomp program
+  runtime: setns into the init's mount, network, UTS, IPC and cgroup namespaces, takes the
       init's stdout/stderr (the environment's log pipe); with the spec's egress trigger,
       moves its connection to the trigger's exempt descriptor and installs the trigger on
       itself (the server then attaches outbound networking when the runtime first sends to
-      an outside address); forks C2 (the jail's PID 2) and waits for it.
-  C2: the jailer's runtime_setup, step for step (nimbus-sys/src/jailer.rs): session,
-      working directory, RLIMIT_NOFILE, capability bounding set, groups, gid, uid,
-      parent-death signal, ambient and other capabilities, no_new_privs, the seccomp filter
-      (plus: dumpable again, and the exec'd command line and environment in /proc); then the
-      function's environment and the bootstrap, as `python3 -S -B /var/runtime/bootstrap.py`
-      would run it.
-  C1 -> server: b"R" once C2 is set up (with SCM_RIGHTS(the trigger's listener) if it has
-      one), or b"E" + errno (i32 LE) + the failed step; then
-      b"X" + C2's raw wait status (i32 LE) when it ends, and C1 exits.
+      an outside address); then the jailer's runtime_setup, step for step
+      (nimbus-sys/src/jailer.rs): session, working directory, RLIMIT_NOFILE, capability
+      bounding set, groups, gid, uid, ambient and other capabilities, no_new_privs, the
+      seccomp filter (plus: dumpable again, and the exec'd command line and environment in
+      /proc); says b"R" (with SCM_RIGHTS(the trigger's listener) if it has one) or
+      b"E" + errno (i32 LE) + the failed step, closes conn, and runs the bootstrap as
+      `python3 -S -B /var/runtime/bootstrap.py` would.
 
-When the server closes fd 3 (it retires this zygote, or it is gone), the zygote waits for
-its forks to end, so none is orphaned, and exits.
+When the server closes fd 3 (it retires this zygote, or it is gone), the zygote exits: its
+runtimes are the server's children, not its own.
 
 Nothing imported here may seed state a fork must not share: `random` is not imported (an
 e2e test checks that two environments draw different numbers).
@@ -66,10 +68,21 @@ _libc.sbrk.argtypes = [ctypes.c_long]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 _libc.setrlimit.argtypes = [ctypes.c_int, ctypes.c_void_p]
+# clone(2) without glibc's fork(): fork() cannot give the child our parent.  What glibc's
+# and CPython's fork handlers would redo in the child matters only with other threads, and
+# the zygote has none (glibc >= 2.34 signals the calling thread by its kernel id, so the
+# thread id glibc caches, which the child does not update, is not used for raise()).
+_clone = ctypes.CDLL(None, use_errno=True).syscall
+_clone.restype = ctypes.c_long
+_clone.argtypes = [ctypes.c_long] * 6
 
 # Linux ABI numbers (x86_64 and the generic table agree on these).
 _SYS_PIDFD_GETFD = 438
-_PR_SET_PDEATHSIG = 1
+# clone(2): x86_64 and the generic table (aarch64) differ; with every pointer 0 the argument
+# order does not matter.  Elsewhere the zygote does not start (the exec path serves).
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}[os.uname().machine]
+_CLONE_PARENT = 0x00008000
+_CLONE_NEWPID = 0x20000000
 _PR_SET_DUMPABLE = 4
 _PR_SET_SECCOMP = 22
 _PR_CAPBSET_DROP = 24
@@ -82,11 +95,11 @@ _SECCOMP_SET_MODE_FILTER = 1
 _SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
 _RLIMIT_NOFILE = 7
 _CAP_VERSION_3 = 0x20080522
+# The PID namespace is not among them: the runtime was cloned into it.
 _JAIL_NAMESPACES = (0x00020000    # CLONE_NEWNS
                     | 0x40000000  # CLONE_NEWNET
                     | 0x04000000  # CLONE_NEWUTS
                     | 0x08000000  # CLONE_NEWIPC
-                    | 0x20000000  # CLONE_NEWPID
                     | 0x02000000)  # CLONE_NEWCGROUP
 _EINVAL = 22
 with open("/proc/sys/kernel/cap_last_cap", "rb") as _f:
@@ -149,19 +162,23 @@ class _MmMap(ctypes.Structure):
 _proc_areas = []
 
 
+def _read_layout():
+    """Fields 26-28 and 45-47 of proc(5) for this process: the same in every fork."""
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b") ", 1)[1].split()
+    return {n: int(fields[n - 3]) for n in (26, 27, 28, 45, 46, 47)}  # from "state" (3)
+
+
+_LAYOUT = None  # read by main(), before any fork
+
+
 def _show_as_exec(argv, env):
     """Makes /proc/self/cmdline and /proc/self/environ what an exec'd runtime's would be
     (they would otherwise show the zygote's), as CRIU restores them: PR_SET_MM_MAP with the
     process's own layout and two new areas. Best effort: kernels without
     CONFIG_CHECKPOINT_RESTORE keep the zygote's."""
     try:
-        fd = os.open("/proc/self/stat", os.O_RDONLY)
-        try:
-            fields = os.read(fd, 4096).rsplit(b") ", 1)[1].split()
-        finally:
-            os.close(fd)
-        # Fields 26-28 and 45-51 of proc(5), counted from "state" (field 3) here.
-        value = lambda n: int(fields[n - 3])  # noqa: E731
+        value = _LAYOUT.__getitem__
         cmdline = ctypes.create_string_buffer(b"\0".join(a.encode() for a in argv) + b"\0")
         environ = ctypes.create_string_buffer(
             b"".join(f"{k}={v}".encode() + b"\0" for k, v in env))
@@ -193,7 +210,7 @@ def _recv(sock, fds_wanted, size=1 << 18):
 
 
 def _runtime_setup(spec, seccomp):
-    """C2, before any of the function's code: what the jailer's runtime_setup does."""
+    """Before any of the function's code: what the jailer's runtime_setup does."""
     _show_as_exec(spec["argv"], spec["env"])
     _os_step("start a session", os.setsid)
     _os_step("chdir to the working directory", os.chdir, spec["cwd"])
@@ -206,8 +223,8 @@ def _runtime_setup(spec, seccomp):
     gid, uid = spec["gid"], spec["uid"]
     _os_step("set the gid", os.setresgid, gid, gid, gid)
     _os_step("set the uid", os.setresuid, uid, uid, uid)
-    # After the id change, which clears it: C2 dies with C1, its watcher.
-    _prctl("set the parent-death signal", _PR_SET_PDEATHSIG, _signal.SIGKILL)
+    # No parent-death signal: the parent is the server, and the signal would fire when the
+    # server *thread* that started this zygote ends.  The runtime dies with its jail.
     _prctl("clear ambient capabilities", _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
     header = _CapHeader(_CAP_VERSION_3, 0)
     data = (_CapData * 2)()
@@ -250,7 +267,7 @@ def _preload(host_dir):
 
 
 def _become_runtime(spec):
-    """C2, after its set-up: the state a fresh `python3 -S -B bootstrap.py` would have."""
+    """After its set-up: the state a fresh `python3 -S -B bootstrap.py` would have."""
     env = os.environ
     env.clear()
     for key, value in spec["env"]:
@@ -275,7 +292,8 @@ def _become_runtime(spec):
 
 
 def _run_runtime(code, namespace):
-    """Runs the bootstrap and ends C2 as an interpreter's exit would. Never returns."""
+    """Runs the bootstrap and ends the runtime as an interpreter's exit would. Never
+    returns."""
     status = 0
     try:
         exec(code, namespace)
@@ -302,32 +320,10 @@ def _run_runtime(code, namespace):
         os._exit(status & 0xFF)
 
 
-def _c2(spec, seccomp, out, err, devnull, report_w):
-    """The runtime process (PID 2 of the jail). Never returns."""
-    try:
-        os.dup2(devnull, 0)
-        os.dup2(out, 1)
-        os.dup2(err, 2)
-        keep = max(report_w, 3)
-        os.closerange(3, report_w)
-        os.closerange(keep + 1, 1 << 20)
-        _runtime_setup(spec, seccomp)
-        code, namespace = _become_runtime(spec)
-    except _StepError as e:
-        os.write(report_w, e.errno.to_bytes(4, "little", signed=True) + e.step.encode())
-        os._exit(127)
-    except BaseException as e:
-        os.write(report_w, _EIO.to_bytes(4, "little") + f"prepare the runtime: {e!r}".encode())
-        os._exit(127)
-    os.write(report_w, b"OK")
-    os.close(report_w)
-    _run_runtime(code, namespace)
-
-
 def _install_trigger(conn, trigger):
     """Moves `conn` to the trigger's exempt descriptor and installs the egress trigger on
-    this process (C2 inherits it). Returns (conn, the listener or -1 if the kernel refused:
-    the server then attaches egress itself)."""
+    this process. Returns (conn, the listener or -1 if the kernel refused: the server then
+    attaches egress itself)."""
     exempt = trigger["exempt_fd"]
     if conn.fileno() != exempt:
         try:
@@ -345,28 +341,26 @@ def _install_trigger(conn, trigger):
     return conn, listener
 
 
-def _c1(conn_fd):
-    """The fork per environment: joins the jail, forks and watches its runtime."""
-    # No parent-death signal: the environment must outlive a zygote that died. C1 ends with
-    # its runtime, which ends with the jail (the server, or the monitor if the server died,
-    # kills the jail's init).
+def _runtime(conn_fd, init):
+    """The runtime of one environment (cloned into its jail's PID namespace, the server's
+    child): joins the jail, drops its privileges, reports, runs the bootstrap. Never
+    returns."""
     conn = _socket.socket(fileno=conn_fd)
     try:
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         data, _ = _recv(conn, 0)
         if data[:1] != b"C":
             raise _StepError("receive the cgroups", _EIO)
-        me = str(os.getpid()).encode()
+        me = str(os.getpid()).encode()  # in the jail's PID namespace, as the kernel reads it
         for procs in _BOOTSTRAP._scan_once(data[1:].decode(), 0)[0]:
             fd = _os_step("join the environment's cgroup", os.open, procs, os.O_WRONLY)
             try:
                 _os_step("join the environment's cgroup", os.write, fd, me)
             finally:
                 os.close(fd)
-        data, fds = _recv(conn, 1)
-        if data[:1] != b"S" or len(fds) != 1:
+        data, _ = _recv(conn, 0)
+        if data[:1] != b"S":
             raise _StepError("receive the spec", _EIO)
-        init = fds[0]
         length = int.from_bytes(data[1:5], "little")
         spec = _BOOTSTRAP._scan_once(data[5:5 + length].decode(), 0)[0]
         seccomp = bytes(data[5 + length:])
@@ -374,41 +368,61 @@ def _c1(conn_fd):
         out = _check("take the log pipe", _libc.syscall(_SYS_PIDFD_GETFD, init, 1, 0))
         err = _check("take the log pipe", _libc.syscall(_SYS_PIDFD_GETFD, init, 2, 0))
         _check("join the jail's namespaces", _libc.setns(init, _JAIL_NAMESPACES))
+        os.close(init)
         listener = -1
         if spec.get("egress_trigger"):
             conn, listener = _install_trigger(conn, spec["egress_trigger"])
-        report_r, report_w = os.pipe()
-        pid = _os_step("fork the runtime", os.fork)
-        if pid == 0:
-            conn.detach()
-            _c2(spec, seccomp, out, err, devnull, report_w)
-        for fd in (report_w, out, err, devnull, init):
-            os.close(fd)
-        report = b""
-        while True:
-            chunk = os.read(report_r, 4096)
-            if not chunk:
-                break
-            report += chunk
-        if report != b"OK":
-            os.waitpid(pid, 0)
-            if len(report) < 4:
-                report = _EIO.to_bytes(4, "little") + b"set up the runtime"
-            conn.sendall(b"E" + report)
-            os._exit(0)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        keep = sorted({conn.fileno(), listener} - {-1})
+        low = 3
+        for fd in keep:
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 1 << 20)
+        _runtime_setup(spec, seccomp)
+        code, namespace = _become_runtime(spec)
+    except _StepError as e:
+        _send_quietly(conn, b"E" + e.errno.to_bytes(4, "little", signed=True) + e.step.encode())
+        os._exit(127)
+    except BaseException as e:
+        _send_quietly(conn, b"E" + _EIO.to_bytes(4, "little") + f"zygote: {e!r}".encode())
+        os._exit(127)
+    try:
         if listener >= 0:
             conn.sendmsg([b"R"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                    listener.to_bytes(4, sys.byteorder))])
             os.close(listener)
         else:
             conn.sendall(b"R")
-        _, status = os.waitpid(pid, 0)
-        conn.sendall(b"X" + status.to_bytes(4, "little", signed=True))
+    except OSError:
+        os._exit(127)  # the server gave up on this start
+    conn.close()
+    _run_runtime(code, namespace)
+
+
+def _fork(conn_fd, init, own_pid_ns):
+    """Clones the runtime of one environment into the PID namespace of the jail whose init
+    `init` is, as a child of the server, and tells the server its pid."""
+    conn = _socket.socket(fileno=conn_fd)
+    try:
+        if _libc.setns(init, _CLONE_NEWPID) < 0:
+            raise _StepError("join the jail's PID namespace", ctypes.get_errno() or _EIO)
+        pid = _clone(_SYS_CLONE, _CLONE_PARENT | _signal.SIGCHLD, 0, 0, 0, 0)
+        if pid == 0:
+            _runtime(conn.detach(), init)
+        errno = ctypes.get_errno()
+        if _libc.setns(own_pid_ns, _CLONE_NEWPID) < 0:
+            os._exit(70)  # never fork into a jail by mistake: the server starts another
+        if pid < 0:
+            raise _StepError("fork the runtime", errno or _EIO)
+        _send_quietly(conn, b"P" + pid.to_bytes(4, "little"))
     except _StepError as e:
         _send_quietly(conn, b"E" + e.errno.to_bytes(4, "little", signed=True) + e.step.encode())
-    except BaseException as e:
-        _send_quietly(conn, b"E" + _EIO.to_bytes(4, "little") + f"zygote: {e!r}".encode())
-    os._exit(0)
+    finally:
+        conn.close()
+        os.close(init)
 
 
 def _send_quietly(conn, message):
@@ -419,11 +433,13 @@ def _send_quietly(conn, message):
 
 
 def main():
-    # The kernel reaps our forks; the forks themselves restore SIGCHLD to wait for theirs.
-    # (No parent-death signal: it would fire when the server *thread* that started us
-    # ends. EOF on the control socket says the server is gone.)
+    global _LAYOUT
+    # No parent-death signal: it would fire when the server *thread* that started us ends.
+    # EOF on the control socket says the server is gone.
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
     os.close(4)  # this script
+    _LAYOUT = _read_layout()
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     _preload(sys.argv[1])
     # Everything allocated so far stays out of the forks' garbage collections, which would
     # otherwise write to (and so copy) every shared page holding an object.
@@ -432,34 +448,17 @@ def main():
     ctl.sendall(b"Z")
     while True:
         try:
-            data, fds = _recv(ctl, 1, 16)
+            data, fds = _recv(ctl, 2, 16)
         except InterruptedError:
             continue
         if not data:
             break  # retired, or the server is gone
-        if data != b"F" or len(fds) != 1:
+        if data != b"F" or len(fds) != 2:
             for fd in fds:
                 os.close(fd)
             continue
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(fds[0])  # the server reads EOF on its end: the start fails
-            continue
-        if pid == 0:
-            ctl.close()
-            _c1(fds[0])
-        os.close(fds[0])
-    # With SIGCHLD ignored, wait() returns (ECHILD) once every fork has ended and been
-    # reaped: a runtime's watcher outlives the server's interest in the zygote, never its
-    # zygote (an orphaned watcher would be left to the host's init to reap).
-    while True:
-        try:
-            os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
+        _fork(fds[0], fds[1], own_pid_ns)
+    # The runtimes are the server's children: nothing to wait for.
     os._exit(0)
 
 

@@ -275,6 +275,11 @@ impl ParkedJail {
         self.process.has_egress()
     }
 
+    /// A pidfd of the parked jail's init.
+    pub fn init_pidfd(&self) -> BorrowedFd<'_> {
+        self.process.init_pidfd()
+    }
+
     /// Sends the run spec and waits (blocking, at most `timeout`) until the runtime was
     /// exec'd. The shape fields of `spec` (ids, user namespace, cgroup) are ignored: they
     /// were fixed when the jail was parked.

@@ -26,6 +26,23 @@ pub struct SpawnedChild {
 }
 
 impl SpawnedChild {
+    /// Takes charge of a child of this process that someone else started for it (a Python
+    /// zygote clones runtimes with `CLONE_PARENT`). `pid` must be a child of ours not yet
+    /// reaped — then it cannot name anyone else — and from here on only this value waits for
+    /// it.
+    pub fn adopt(pid: u32) -> io::Result<SpawnedChild> {
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a pid"))?;
+        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+        Ok(SpawnedChild {
+            pid,
+            pidfd,
+            reaped: false,
+        })
+    }
+
     pub fn id(&self) -> u32 {
         self.pid.as_raw_nonzero().get() as u32
     }
@@ -47,13 +64,50 @@ impl SpawnedChild {
 
     /// Reaps it if it has ended; never blocks. True once it is reaped.
     pub fn try_wait(&mut self) -> bool {
-        if !self.reaped {
-            match rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG) {
-                Ok(None) | Err(rustix::io::Errno::INTR) => {}
-                _ => self.reaped = true,
+        let _ = self.try_status();
+        self.reaped
+    }
+
+    /// Waits (on the current tokio runtime) for it to end, reaps it and returns its raw wait
+    /// status. An error if it was reaped already or cannot be watched.
+    pub async fn exited(&mut self) -> io::Result<i32> {
+        let pidfd = self.pidfd.try_clone()?;
+        // SAFETY: the AsyncFd owns its duplicate of the pidfd, so that descriptor stays open,
+        // and the same, for as long as it is registered.
+        let ended = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        }?;
+        loop {
+            if self.reaped {
+                return Err(io::Error::other("the child was reaped already"));
+            }
+            let mut ready = ended.readable().await?;
+            // A pidfd is readable once the process has ended (level-triggered by the kernel,
+            // edge-triggered by tokio: the status decides).
+            if let Some(status) = self.try_status() {
+                return Ok(status);
+            }
+            ready.clear_ready();
+        }
+    }
+
+    /// Reaps it if it has ended and returns its raw wait status (as `waitpid` gives it);
+    /// never blocks. `None` while it runs, and after it was reaped once.
+    pub fn try_status(&mut self) -> Option<i32> {
+        if self.reaped {
+            return None;
+        }
+        match rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG) {
+            Ok(None) | Err(rustix::io::Errno::INTR) => None,
+            Ok(Some((_, status))) => {
+                self.reaped = true;
+                Some(status.as_raw())
+            }
+            Err(_) => {
+                self.reaped = true; // not our child (any more): nothing to reap
+                None
             }
         }
-        self.reaped
     }
 }
 
@@ -388,6 +442,30 @@ mod tests {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_err(),
             "reaped, not a zombie"
         );
+    }
+
+    #[test]
+    fn an_adopted_child_reports_its_exit_status_once() {
+        // Started by someone else on our behalf: here by the standard library, which then
+        // forgets it (a dropped `std::process::Child` is never waited for).
+        let pid = std::process::Command::new("/bin/sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap()
+            .id();
+        let mut child = SpawnedChild::adopt(pid).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_status() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "it did not end");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3);
+        assert_eq!(child.try_status(), None, "reaped once");
+        assert_eq!(state(pid), None, "no zombie left");
+        assert!(SpawnedChild::adopt(0).is_err());
     }
 
     #[test]

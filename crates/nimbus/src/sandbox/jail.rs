@@ -8,7 +8,7 @@
 //! the only crate with unsafe code. See `docs/sandbox.md` for the threat model.
 
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -367,14 +367,6 @@ impl JailInner {
                 return Err(setup_error("create the log pipe")(e));
             }
         };
-        // A zygote's fork joins the cgroup now, with the init: on cgroup v1 every join waits
-        // for an RCU grace period and stalls forks system-wide meanwhile, and joins close
-        // together share one. A Python start then needs no join of its own.
-        let zygote_fork = if prefork {
-            self.prefork(cgroup.as_ref())
-        } else {
-            None
-        };
         let mut cmd = Command::new(&self.config.jailer_program);
         cmd.args(&self.config.jailer_args)
             .env_clear()
@@ -410,13 +402,24 @@ impl JailInner {
             None
         };
         match pending.park(&shape, START_TIMEOUT, egress) {
-            Ok(jail) => Ok(ParkedEnv {
-                jail,
-                child,
-                cgroup,
-                output: OwnedFd::from(reader),
-                zygote_fork,
-            }),
+            Ok(jail) => {
+                // A zygote's fork joins the cgroup now, right after the init: on cgroup v1
+                // every join waits for an RCU grace period and stalls forks system-wide
+                // meanwhile, and joins close together share one. A Python start then needs
+                // no join of its own.
+                let zygote_fork = if prefork {
+                    self.prefork(cgroup.as_ref(), jail.init_pidfd())
+                } else {
+                    None
+                };
+                Ok(ParkedEnv {
+                    jail,
+                    child,
+                    cgroup,
+                    output: OwnedFd::from(reader),
+                    zygote_fork,
+                })
+            }
             Err(e) => {
                 // The jailer kills what it started once our end of the control socket is
                 // closed (done by `park`); reap it and remove the cgroup in the background.
@@ -432,13 +435,20 @@ impl JailInner {
         }
     }
 
-    /// A zygote's fork in `cgroup` for a jail being parked, from the zygote the last Python
-    /// start used (none before the first).
-    fn prefork(&self, cgroup: Option<&EnvCgroup>) -> Option<(zygote::Key, zygote::ZygoteFork)> {
+    /// A runtime forked into a parked jail (whose init `init_pidfd` is) and its `cgroup`,
+    /// from the zygote the last Python start used (none before the first).
+    fn prefork(
+        &self,
+        cgroup: Option<&EnvCgroup>,
+        init_pidfd: BorrowedFd<'_>,
+    ) -> Option<(zygote::Key, zygote::ZygoteFork)> {
         let zygotes = self.zygotes.as_ref()?;
         let key = zygotes.last_key()?;
         let procs = cgroup.map(EnvCgroup::procs_files).unwrap_or_default();
-        zygotes.fork(&key, &procs).ok().map(|f| (key, f))
+        zygotes
+            .fork(&key, &procs, init_pidfd)
+            .ok()
+            .map(|f| (key, f))
     }
 
     /// Runs the function of `spec` in a parked jail.
@@ -457,9 +467,9 @@ impl JailInner {
             output,
             zygote_fork,
         } = parked;
-        // Forked first: the fork joins the cgroup while the jail builds its root (or did so
-        // when the jail was parked).
-        let fork = self.zygote_fork(spec, &jspec, zygote_fork);
+        // Forked first: the runtime joins the cgroup while the jail builds its root (or did
+        // so when the jail was parked).
+        let fork = self.zygote_fork(spec, &jspec, zygote_fork, jail.init_pidfd());
         jspec.zygote = fork.is_some();
         jspec.egress_on_demand = spec.network && self.egress_on_demand;
         let reap_in_background = |mut child: tokio::process::Child, cgroup: Option<EnvCgroup>| {
@@ -479,19 +489,18 @@ impl JailInner {
             }
         };
         let mut trigger = started.egress_trigger.take();
-        let runtime =
-            match fork.map(|f| f.start(&jspec, started.process.init_pidfd(), START_TIMEOUT)) {
-                Some(Err(e)) => {
-                    started.process.kill();
-                    reap_in_background(child, cgroup);
-                    return Err(launch_error(e));
-                }
-                Some(Ok((runtime, fork_trigger))) => {
-                    trigger = fork_trigger;
-                    Some(runtime)
-                }
-                None => None,
-            };
+        let runtime = match fork.map(|f| f.start(&jspec, START_TIMEOUT)) {
+            Some(Err(e)) => {
+                started.process.kill();
+                reap_in_background(child, cgroup);
+                return Err(launch_error(e));
+            }
+            Some(Ok((runtime, fork_trigger))) => {
+                trigger = fork_trigger;
+                Some(runtime)
+            }
+            None => None,
+        };
         let env = Arc::new(JailedEnv {
             process: started.process,
             cgroup,
@@ -522,8 +531,9 @@ impl JailInner {
             Some(runtime) => {
                 let env = env.clone();
                 Box::pin(async move {
-                    // The runtime is not the init's child: its end comes from the zygote's
-                    // fork, and then the jail goes (killing the init empties the namespace).
+                    // The runtime is not the init's child but ours: its end comes from its
+                    // own exit, and then the jail goes (killing the init empties the
+                    // namespace).
                     let status = runtime.exited().await;
                     env.process.kill();
                     let jail_end = child.wait().await;
@@ -547,13 +557,15 @@ impl JailInner {
     }
 
     /// A zygote's fork for `spec`'s runtime when a zygote can start it (see `zygote`): the
-    /// parked jail's own if it came from the right zygote, else a new one. `None`: the jail
-    /// execs the runtime. A parked fork not used is dropped (it exits).
+    /// parked jail's own if it came from the right zygote, else a new one into the jail
+    /// whose init `init_pidfd` is. `None`: the jail execs the runtime. A parked fork not
+    /// used is dropped (killed and reaped).
     fn zygote_fork(
         &self,
         spec: &EnvSpec,
         jspec: &JailSpec,
         parked: Option<(zygote::Key, zygote::ZygoteFork)>,
+        init_pidfd: BorrowedFd<'_>,
     ) -> Option<zygote::ZygoteFork> {
         let zygotes = self.zygotes.as_ref()?;
         let key = zygotes.key_for(spec)?;
@@ -562,7 +574,7 @@ impl JailInner {
         {
             return Some(fork);
         }
-        match zygotes.fork(&key, &jspec.cgroup_procs) {
+        match zygotes.fork(&key, &jspec.cgroup_procs, init_pidfd) {
             Ok(fork) => Some(fork),
             Err(e) => {
                 tracing::warn!("jail: Python zygote unavailable, exec'ing the runtime: {e}");

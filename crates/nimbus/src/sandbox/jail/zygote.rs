@@ -4,9 +4,11 @@
 //! (~9 ms of CPU per environment, most of a jailed Python start).
 //!
 //! The jail is built exactly as for an exec'd runtime (the jailer's monitor and init, the
-//! root, the cgroup, the network); only its runtime comes from a fork of the zygote, which
-//! joins the jail's cgroup and namespaces and then does what the jailer's `runtime_setup`
-//! does before running the bootstrap. The protocol is described in `_nimbus_zygote.py`.
+//! root, the cgroup, the network); only its runtime comes from the zygote, which clones it
+//! into the jail's PID namespace as a child of the server (`CLONE_PARENT`); the runtime
+//! joins the jail's cgroup and other namespaces itself and then does what the jailer's
+//! `runtime_setup` does before running the bootstrap. The server reaps it as any child of
+//! its own. The protocol is described in `_nimbus_zygote.py`.
 //!
 //! Used only where the fork is indistinguishable from an exec'd interpreter: the platform's
 //! own Python command line, no user-chosen loader variables or native libraries on the
@@ -108,8 +110,8 @@ impl Zygote {
         self.forks >= MAX_FORKS || self.started.elapsed() >= MAX_AGE
     }
 
-    fn send_fork(&mut self, conn: BorrowedFd<'_>) -> io::Result<()> {
-        control::send(self.control.as_fd(), b"F", &[conn])?;
+    fn send_fork(&mut self, conn: BorrowedFd<'_>, init_pidfd: BorrowedFd<'_>) -> io::Result<()> {
+        control::send(self.control.as_fd(), b"F", &[conn, init_pidfd])?;
         self.forks += 1;
         self.last_fork = Instant::now();
         Ok(())
@@ -118,8 +120,8 @@ impl Zygote {
 
 impl Drop for Zygote {
     /// Retires it without killing it: `control` closes right after this, and the zygote exits
-    /// once its forks have (they watch live environments; killed, they would be orphans for
-    /// the host's init to reap). A thread reaps it then; one that died is reaped at once.
+    /// after the fork it may be doing (its runtimes are the server's children, they go on). A
+    /// thread reaps it then; one that died is reaped at once.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take()
             && !child.try_wait()
@@ -242,14 +244,20 @@ impl Zygotes {
         self.shared.registry.lock().ok()?.last_key.clone()
     }
 
-    /// Forks a zygote's child for one environment (starting the zygote if needed) and has it
-    /// join the environment's cgroups, which on cgroup v1 takes a few ms of waiting: done
-    /// while the jail builds its root.
+    /// Has a zygote (started if needed) fork the runtime of one environment into the PID
+    /// namespace of the jail whose init `init_pidfd` is, and the runtime join the
+    /// environment's cgroups, which on cgroup v1 takes a few ms of waiting: done while the
+    /// jail is parked, or builds its root.
     ///
     /// A zygote is started outside the registry's lock: forks of the other zygotes go on
     /// meanwhile, and starts that need the same one wait for it. A worn-out zygote goes on
     /// forking while a thread starts its successor, so replacing one delays no start.
-    pub(super) fn fork(&self, key: &Key, cgroup_procs: &[PathBuf]) -> io::Result<ZygoteFork> {
+    pub(super) fn fork(
+        &self,
+        key: &Key,
+        cgroup_procs: &[PathBuf],
+        init_pidfd: BorrowedFd<'_>,
+    ) -> io::Result<ZygoteFork> {
         let (ours, theirs) = control::socket_pair()?;
         let poisoned = || io::Error::other("zygote registry poisoned");
         let mut reg = self.shared.registry.lock().map_err(|_| poisoned())?;
@@ -262,7 +270,7 @@ impl Zygotes {
                         continue;
                     }
                     reg.running.remove(key);
-                } else if z.send_fork(theirs.as_fd()).is_ok() {
+                } else if z.send_fork(theirs.as_fd(), init_pidfd).is_ok() {
                     break;
                 } else if started_here {
                     reg.running.remove(key);
@@ -292,6 +300,7 @@ impl Zygotes {
         reg.last_key = Some(key.clone());
         drop(reg);
         drop(theirs);
+        let runtime = forked_runtime(&ours)?;
         let paths: Vec<String> = cgroup_procs
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
@@ -301,6 +310,7 @@ impl Zygotes {
         control::send(ours.as_fd(), &msg, &[])?;
         Ok(ZygoteFork {
             conn: ours,
+            runtime,
             programs: Arc::clone(&self.programs),
         })
     }
@@ -349,6 +359,37 @@ fn loader_finds_nothing_of_the_function(spec: &EnvSpec) -> bool {
             name.ends_with(".so") || name.contains(".so.")
         }),
         Err(_) => false,
+    }
+}
+
+/// Waits (blocking, at most [`READY_TIMEOUT`]) for the zygote to report the runtime it
+/// cloned on `conn`, a child of ours from then on.
+fn forked_runtime(conn: &OwnedFd) -> io::Result<SpawnedChild> {
+    let mut buf = [0u8; 512];
+    let (len, _) = control::recv_until(conn.as_fd(), &mut buf, Instant::now() + READY_TIMEOUT)
+        .map_err(|e| io::Error::new(e.kind(), format!("the Python zygote did not fork: {e}")))?;
+    match &buf[..len] {
+        [b'P', pid @ ..] if pid.len() == 4 => {
+            SpawnedChild::adopt(u32::from_le_bytes([pid[0], pid[1], pid[2], pid[3]]))
+        }
+        [b'E', errno @ ..] if errno.len() >= 4 => {
+            let code = i32::from_le_bytes([errno[0], errno[1], errno[2], errno[3]]);
+            Err(io::Error::new(
+                io::Error::from_raw_os_error(code).kind(),
+                format!(
+                    "the Python zygote could not fork ({}): {}",
+                    String::from_utf8_lossy(&errno[4..]),
+                    io::Error::from_raw_os_error(code)
+                ),
+            ))
+        }
+        [] => Err(io::Error::other(
+            "the Python zygote exited before it forked",
+        )),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the Python zygote's answer to a fork is malformed",
+        )),
     }
 }
 
@@ -404,10 +445,12 @@ fn start(key: &Key) -> io::Result<Zygote> {
     })
 }
 
-/// A zygote's child for one environment, in its cgroup, waiting for the jail.
+/// The runtime of one environment, forked by a zygote into its jail's PID namespace and
+/// cgroup, waiting for the jail's root. Dropped unused, it is killed and reaped.
 #[derive(Debug)]
 pub(super) struct ZygoteFork {
     conn: OwnedFd,
+    runtime: SpawnedChild,
     programs: Arc<Programs>,
 }
 
@@ -416,8 +459,8 @@ pub(super) struct ZygoteFork {
 struct Programs {
     /// The jail's policy, installed by the runtime.
     seccomp: Vec<u8>,
-    /// The egress trigger, installed by the fork (which moves its connection to the exempt
-    /// descriptor first).
+    /// The egress trigger, installed by the runtime on itself (which moves its connection to
+    /// the exempt descriptor first).
     egress_trigger: Vec<u8>,
 }
 
@@ -431,8 +474,8 @@ struct RuntimeSpec<'a> {
     gid: u32,
     max_open_files: u64,
     seccomp: bool,
-    /// Egress on demand: the trigger program the fork installs on itself before it forks
-    /// the runtime; it lets `sendmsg` through on `exempt_fd`, where the fork moves its
+    /// Egress on demand: the trigger program the runtime installs on itself before its
+    /// privileges drop; it lets `sendmsg` through on `exempt_fd`, where the runtime moves its
     /// connection to us first (to send the trigger's listener with its ready report).
     egress_trigger: Option<TriggerSpec<'a>>,
 }
@@ -444,14 +487,13 @@ struct TriggerSpec<'a> {
 }
 
 impl ZygoteFork {
-    /// Has the child join the jail whose init `init_pidfd` is (its root must be ready) and
-    /// start the runtime; waits (blocking, at most `timeout`) until the runtime runs. With
-    /// the egress trigger's listener when `spec` asks for egress on demand and the fork could
-    /// install it.
+    /// Has the runtime join the rest of its jail (whose root must be ready), drop its
+    /// privileges and run the bootstrap; waits (blocking, at most `timeout`) until it does.
+    /// With the egress trigger's listener when `spec` asks for egress on demand and the
+    /// runtime could install it.
     pub(super) fn start(
         self,
         spec: &JailSpec,
-        init_pidfd: BorrowedFd<'_>,
         timeout: Duration,
     ) -> Result<(ZygoteRuntime, Option<OwnedFd>), LaunchError> {
         let json = serde_json::to_vec(&RuntimeSpec {
@@ -474,8 +516,9 @@ impl ZygoteFork {
         msg.extend_from_slice(&(json.len() as u32).to_le_bytes());
         msg.extend_from_slice(&json);
         msg.extend_from_slice(seccomp);
-        control::send(self.conn.as_fd(), &msg, &[init_pidfd])?;
-        // The fork answers as a jailer does: `R`, or `E` + errno + the failed step.
+        control::send(self.conn.as_fd(), &msg, &[])?;
+        // The runtime answers as a jailer does: `R`, or `E` + errno + the failed step (and
+        // then exits; dropping `self.runtime` kills and reaps it whatever it does).
         let trigger = launch::await_ready(&self.conn, timeout).map_err(|e| match e {
             LaunchError::Setup { step, source } => LaunchError::Setup {
                 step: format!("zygote: {step}"),
@@ -483,38 +526,32 @@ impl ZygoteFork {
             },
             e => e,
         })?;
-        rustix::io::ioctl_fionbio(&self.conn, true).map_err(io::Error::from)?;
-        Ok((ZygoteRuntime { conn: self.conn }, trigger))
+        Ok((
+            ZygoteRuntime {
+                runtime: self.runtime,
+            },
+            trigger,
+        ))
+    }
+
+    /// The runtime's pid.
+    #[cfg(test)]
+    fn pid(&self) -> u32 {
+        self.runtime.id()
     }
 }
 
-/// A runtime started by a zygote: its end comes through the connection.
+/// A runtime started by a zygote: a child of the server's.
 #[derive(Debug)]
 pub(super) struct ZygoteRuntime {
-    conn: OwnedFd,
+    runtime: SpawnedChild,
 }
 
 impl ZygoteRuntime {
-    /// The runtime's raw wait status once it ended; `None` if its watcher went away without
-    /// one (it was killed with the jail).
-    pub(super) async fn exited(self) -> Option<i32> {
-        // A SOCK_SEQPACKET socket read as a stream: each read returns one whole message.
-        let conn =
-            tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(self.conn))
-                .ok()?;
-        loop {
-            conn.readable().await.ok()?;
-            let mut buf = [0u8; 16];
-            match conn.try_read(&mut buf) {
-                Ok(5) if buf[0] == b'X' => {
-                    return Some(i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]));
-                }
-                Ok(0) => return None,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
+    /// The runtime's raw wait status once it ended; `None` if it cannot be watched (then it
+    /// is killed, and reaped).
+    pub(super) async fn exited(mut self) -> Option<i32> {
+        self.runtime.exited().await.ok()
     }
 }
 
@@ -692,18 +729,18 @@ mod tests {
         })
     }
 
-    /// How many live children `pid` has.
-    fn children_of(pid: u32) -> usize {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-            .filter(|stat| {
-                let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-                let mut fields = after.split(' ');
-                let state = fields.next();
-                state != Some("Z") && fields.next() == Some(pid.to_string().as_str())
-            })
-            .count()
+    /// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`; `None` once it is gone.
+    fn stat_field(pid: u32, n: usize) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(") ")?;
+        rest.split(' ').nth(n - 3).map(str::to_string)
+    }
+
+    /// Whether `zygote` forked `runtime`: a fork keeps its zygote's stack address, which
+    /// address-space randomisation makes differ between two zygotes.
+    fn forked_by(runtime: &ZygoteFork, zygote: u32) -> bool {
+        let start_stack = |pid| stat_field(pid, 28);
+        start_stack(runtime.pid()).is_some() && start_stack(runtime.pid()) == start_stack(zygote)
     }
 
     #[test]
@@ -712,36 +749,60 @@ mod tests {
             eprintln!("skipped: no /usr/bin/python3");
             return;
         };
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: a zygote joins PID namespaces as root");
+            return;
+        }
+        // Our own PID namespace stands in for a jail's. Each runtime waits for a jail's root
+        // that never comes: it lives until its connection is dropped.
+        let ours = rustix::process::pidfd_open(
+            rustix::process::getpid(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
         let zygotes = Zygotes::new(LIBS);
-        // Each fork waits, in the zygote's child, for a jail that never comes: it lives until
-        // its connection is dropped.
-        let first_fork = zygotes.fork(&key, &[]).expect("first fork");
+        let first_fork = zygotes.fork(&key, &[], ours.as_fd()).expect("first fork");
         let first = zygotes.zygote_pid(&key).expect("a zygote runs");
-        wait_until("the first fork is the zygote's child", || {
-            children_of(first) == 1
-        });
+        assert!(forked_by(&first_fork, first));
+        assert_eq!(
+            stat_field(first_fork.pid(), 4),
+            Some(std::process::id().to_string()),
+            "the runtime is the server's child, not the zygote's"
+        );
 
         zygotes.wear_out(&key);
         let second_fork = zygotes
-            .fork(&key, &[])
+            .fork(&key, &[], ours.as_fd())
             .expect("fork from a worn-out zygote");
-        wait_until("the worn-out zygote served the second fork", || {
-            children_of(first) == 2
-        });
+        assert!(
+            forked_by(&second_fork, first),
+            "the worn-out zygote forked on"
+        );
         wait_until("a successor replaces it", || {
             zygotes.zygote_pid(&key).is_some_and(|pid| pid != first)
         });
         let successor = zygotes.zygote_pid(&key).unwrap();
-        let third_fork = zygotes.fork(&key, &[]).expect("fork from the successor");
-        wait_until("the successor served the third fork", || {
-            children_of(successor) == 1
-        });
-        assert_eq!(children_of(first), 2, "nothing more from the retired one");
+        let third_fork = zygotes
+            .fork(&key, &[], ours.as_fd())
+            .expect("fork from the successor");
+        assert!(forked_by(&third_fork, successor));
+        assert!(!forked_by(&third_fork, first));
 
-        drop((first_fork, second_fork));
-        wait_until("the retired zygote exits once its forks have", || {
-            !std::path::Path::new(&format!("/proc/{first}")).exists()
+        wait_until("the retired zygote exits; its runtimes do not", || {
+            stat_field(first, 3).is_none()
         });
-        drop(third_fork);
+        let runtimes: Vec<u32> = [&first_fork, &second_fork, &third_fork]
+            .iter()
+            .map(|f| f.pid())
+            .collect();
+        assert!(
+            runtimes
+                .iter()
+                .all(|&p| stat_field(p, 3).is_some_and(|s| s != "Z"))
+        );
+        drop((first_fork, second_fork, third_fork));
+        wait_until("unused runtimes are killed and reaped", || {
+            runtimes.iter().all(|&p| stat_field(p, 3).is_none())
+        });
     }
 }
