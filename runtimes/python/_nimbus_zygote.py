@@ -413,11 +413,12 @@ def _fork(conn_fd, init, own_pid_ns):
         if pid == 0:
             _runtime(conn.detach(), init)
         errno = ctypes.get_errno()
+        if pid > 0:  # first: the server adopts it (and so reaps it) whatever happens next
+            _send_quietly(conn, b"P" + pid.to_bytes(4, "little"))
         if _libc.setns(own_pid_ns, _CLONE_NEWPID) < 0:
             os._exit(70)  # never fork into a jail by mistake: the server starts another
         if pid < 0:
             raise _StepError("fork the runtime", errno or _EIO)
-        _send_quietly(conn, b"P" + pid.to_bytes(4, "little"))
     except _StepError as e:
         _send_quietly(conn, b"E" + e.errno.to_bytes(4, "little", signed=True) + e.step.encode())
     finally:
