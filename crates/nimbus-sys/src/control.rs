@@ -35,6 +35,8 @@ pub enum JailerMessage {
     Ready { trigger: Option<OwnedFd> },
     /// Setting up the jail failed at `step` with `errno`.
     Failed { errno: i32, step: String },
+    /// From the fork server: the monitor it forked for this socket, a child of the server.
+    Forked { pid: u32 },
 }
 
 /// Creates the socket pair (both ends close-on-exec; the launcher moves one end to fd 3 in
@@ -163,6 +165,9 @@ pub fn recv_jailer_message(
         Some([b'P', a, b, c, d]) if fds.len() == 1 => Ok(Some(JailerMessage::Init {
             pid: u32::from_le_bytes([*a, *b, *c, *d]),
             pidfd: fds.remove(0),
+        })),
+        Some([b'M', a, b, c, d]) if fds.is_empty() => Ok(Some(JailerMessage::Forked {
+            pid: u32::from_le_bytes([*a, *b, *c, *d]),
         })),
         Some([b'L']) if fds.len() == 1 => Ok(Some(JailerMessage::Listener {
             listener: fds.remove(0),

@@ -28,7 +28,7 @@
 
 use std::ffi::CString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -62,8 +62,7 @@ fn io_step<T>(what: &str, r: io::Result<T>) -> Result<T, StepError> {
 /// `/dev/null` there instead. `None` if stdin is not a socket: not started by the server.
 fn take_control_socket() -> Option<OwnedFd> {
     let stdin = rustix::stdio::stdin();
-    let st = rustix::fs::fstat(stdin).ok()?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
+    if !is_socket(stdin) {
         return None;
     }
     // At the egress trigger's exempt descriptor if the descriptor limit allows (the init,
@@ -81,18 +80,46 @@ fn take_control_socket() -> Option<OwnedFd> {
     Some(ctl)
 }
 
+/// Where the fork server finds its control socket (a monitor's is its stdin).
+pub const FORK_SERVER_FD: i32 = 3;
+
 /// Entry point of `nimbus __jail`: must be called at the very top of `main`, before any
 /// thread is started. Never returns.
+///
+/// Started by the server with its control socket as stdin, it is one environment's monitor;
+/// with stdin on `/dev/null` and a socket at [`FORK_SERVER_FD`], the server's fork server for
+/// monitors (same command line: a jail's `/proc/1/cmdline` is `/proc/self/exe __jail`).
 pub fn jailer_main() -> ! {
-    // Close anything the server leaked to us (only 0-2 are ours), so no descriptor of the
-    // server can reach the environment.
-    // SAFETY: close_range only closes descriptors; none above 2 is owned by any Rust object
+    let monitor_mode = is_socket(rustix::stdio::stdin());
+    // SAFETY: descriptor 3 is only looked at (fstat) through this borrow, which ends at once.
+    let fork_server_mode =
+        !monitor_mode && is_socket(unsafe { BorrowedFd::borrow_raw(FORK_SERVER_FD) });
+    // Close anything the server leaked to us (only 0-2, and the fork server's socket, are
+    // ours), so no descriptor of the server can reach the environment.
+    let first_leaked = if fork_server_mode { 4u32 } else { 3u32 };
+    // SAFETY: close_range only closes descriptors; none of these is owned by any Rust object
     // this early in a fresh process.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    unsafe { libc::syscall(libc::SYS_close_range, first_leaked, u32::MAX, 0u32) };
+    if fork_server_mode {
+        // SAFETY: descriptor 3 was placed by the server's launcher (checked above to be a
+        // socket) and is owned by nothing else in this fresh process.
+        fork_server(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(FORK_SERVER_FD) })
+    }
     let Some(ctl) = take_control_socket() else {
         let _ = writeln!(io::stderr(), "nimbus __jail is started by the server only");
         std::process::exit(2)
     };
+    run_monitor(ctl)
+}
+
+fn is_socket(fd: impl AsFd) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
+    })
+}
+
+/// The monitor of one environment on control socket `ctl`, to its end. Never returns.
+fn run_monitor(ctl: OwnedFd) -> ! {
     let status = match monitor(&ctl) {
         Ok(status) => status,
         Err((step, e)) => {
@@ -101,6 +128,88 @@ pub fn jailer_main() -> ! {
         }
     };
     exit_like(status)
+}
+
+/// The fork server: forks one monitor per request on `ctl`, as a child of the server, so
+/// that an environment's start costs a fork of this small process instead of an exec of
+/// the server's binary (its loading, relocation and start-up, ~1 ms of CPU, and a copy of
+/// the server's descriptor table). Never returns; exits when the server closes `ctl`.
+///
+/// A request is `J` with SCM_RIGHTS(the monitor's control socket, the environment's log
+/// pipe); the answer, on the monitor's control socket, is `M` + the monitor's pid (u32 LE),
+/// which from then on is the server's own child (`CLONE_PARENT`): the server waits for it
+/// and reads the environment's end from its exit as from an exec'd jailer.
+fn fork_server(ctl: OwnedFd) -> ! {
+    let mut buf = [0u8; 16];
+    loop {
+        let (len, fds) = match control::recv(ctl.as_fd(), &mut buf) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => std::process::exit(0),
+        };
+        if len == 0 {
+            std::process::exit(0); // the server is gone, or replaces us
+        }
+        let [conn, log]: [OwnedFd; 2] = match fds.try_into() {
+            Ok(fds) if &buf[..len] == b"J" => fds,
+            _ => continue, // malformed: dropping what came closes it
+        };
+        // SAFETY: this process is single-threaded, so the child is a complete copy of a
+        // consistent process; clone without CLONE_VM and with a null stack behaves as fork.
+        // What glibc's fork() would redo in the child matters only with other threads.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_PARENT | libc::SIGCHLD,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if pid == 0 {
+            drop(ctl);
+            monitor_child(conn, log)
+        }
+        if pid > 0 {
+            let mut m = vec![b'M'];
+            m.extend_from_slice(&(pid as u32).to_le_bytes());
+            let _ = control::send(conn.as_fd(), &m, &[]);
+        } else {
+            let errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            control::send_failed(conn.as_fd(), "fork the jailer", errno);
+        }
+    }
+}
+
+/// A forked monitor: puts its descriptors where an exec'd jailer has them, then monitors.
+fn monitor_child(conn: OwnedFd, log: OwnedFd) -> ! {
+    let placed = (|| -> rustix::io::Result<OwnedFd> {
+        rustix::stdio::dup2_stdout(&log)?;
+        rustix::stdio::dup2_stderr(&log)?;
+        drop(log);
+        // A process group of its own, as the launcher gives an exec'd jailer.
+        rustix::process::setpgid(None, None)?;
+        // At the egress trigger's exempt descriptor, as `take_control_socket` puts it.
+        rustix::io::fcntl_dupfd_cloexec(&conn, crate::seccomp_notify::EXEMPT_FD)
+            .or_else(|_| rustix::io::fcntl_dupfd_cloexec(&conn, 3))
+    })();
+    match placed {
+        Ok(ctl) => {
+            drop(conn);
+            run_monitor(ctl)
+        }
+        Err(e) => {
+            control::send_failed(
+                conn.as_fd(),
+                "place the jailer's descriptors",
+                e.raw_os_error(),
+            );
+            std::process::exit(SETUP_FAILED)
+        }
+    }
 }
 
 /// Reproduces a raw wait status as our own end: same exit code, or death by the same signal.

@@ -58,6 +58,62 @@ pub fn prepare(cmd: &mut Command) -> io::Result<PendingJail> {
     Ok(PendingJail { server_end })
 }
 
+/// The server's fork server for jailers (`nimbus __jail` with its socket at descriptor 3,
+/// see [`crate::jailer::jailer_main`]): one process, started once, that forks each
+/// environment's monitor as a child of the server. Dropping it stops it (its monitors go on:
+/// they are the server's children).
+#[derive(Debug)]
+pub struct ForkServer {
+    control: OwnedFd,
+    process: crate::spawn::SpawnedChild,
+}
+
+/// How long the fork server may take to answer a request (normally well under 1 ms).
+const FORK_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ForkServer {
+    /// Starts `program args…`, the jailer, as a fork server.
+    pub fn start(program: &std::path::Path, args: &[String]) -> io::Result<ForkServer> {
+        let (control, theirs) = control::socket_pair()?;
+        let process = crate::spawn::spawn(
+            program,
+            args,
+            &[],
+            &[(theirs.as_fd(), crate::jailer::FORK_SERVER_FD)],
+        )?;
+        Ok(ForkServer { control, process })
+    }
+
+    /// The fork server's pid.
+    pub fn id(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Forks a jailer whose standard output and error are `log`: its pending jail, and the
+    /// jailer itself, a child of ours (dropping it does not kill it: closing the pending
+    /// jail's control socket ends it). Blocking, briefly. An `ErrorKind::BrokenPipe` error
+    /// means this fork server is gone: start another.
+    pub fn spawn_jailer(
+        &self,
+        log: BorrowedFd<'_>,
+    ) -> io::Result<(PendingJail, crate::spawn::SpawnedChild)> {
+        let (server_end, jail_end) = control::socket_pair()?;
+        control::send(self.control.as_fd(), b"J", &[jail_end.as_fd(), log])?;
+        drop(jail_end);
+        let deadline = std::time::Instant::now() + FORK_TIMEOUT;
+        let jailer = match control::recv_jailer_message(&server_end, deadline)? {
+            Some(JailerMessage::Forked { pid }) => crate::spawn::SpawnedChild::adopt(pid)?,
+            Some(JailerMessage::Failed { errno, step }) => {
+                let e = io::Error::from_raw_os_error(errno);
+                return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
+            }
+            None => return Err(io::ErrorKind::BrokenPipe.into()),
+            Some(_) => return Err(io::ErrorKind::InvalidData.into()),
+        };
+        Ok((PendingJail { server_end }, jailer.leave_running_on_drop()))
+    }
+}
+
 impl LaunchError {
     /// The function's entrypoint could not be found or executed (its fault, not the
     /// platform's); the error says why.

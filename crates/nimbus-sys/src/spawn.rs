@@ -23,6 +23,8 @@ pub struct SpawnedChild {
     pidfd: OwnedFd,
     /// Reaped: its pid may belong to someone else now, so it is never waited for again.
     reaped: bool,
+    /// Dropping it kills it (the default).
+    kill_on_drop: bool,
 }
 
 impl SpawnedChild {
@@ -40,11 +42,19 @@ impl SpawnedChild {
             pid,
             pidfd,
             reaped: false,
+            kill_on_drop: true,
         })
     }
 
     pub fn id(&self) -> u32 {
         self.pid.as_raw_nonzero().get() as u32
+    }
+
+    /// Dropped unreaped, it is reaped when it ends but not killed: for a child that ends by
+    /// itself once its other ties to us are gone (a jailer whose control socket closed).
+    pub fn leave_running_on_drop(mut self) -> SpawnedChild {
+        self.kill_on_drop = false;
+        self
     }
 
     /// SIGKILL. Harmless once it has exited.
@@ -116,7 +126,9 @@ impl Drop for SpawnedChild {
         if self.reaped {
             return;
         }
-        self.kill();
+        if self.kill_on_drop {
+            self.kill();
+        }
         // A killed slirp4netns takes ~30 ms to exit (it tears down its own mount namespace):
         // the caller must not wait for it, and an unreaped child stays a zombie for the
         // server's lifetime (a function whose start fails after its jail got egress would
@@ -305,6 +317,7 @@ pub fn spawn(
         pid,
         pidfd,
         reaped: false,
+        kill_on_drop: true,
     })
 }
 

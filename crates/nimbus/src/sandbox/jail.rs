@@ -9,15 +9,14 @@
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nimbus_sys::cgroup::{CgroupLayout, CgroupLimits, CgroupParent, EnvCgroup};
 use nimbus_sys::egress::EgressConfig;
-use nimbus_sys::launch::{self, JailProcess, LaunchError, ParkedJail};
+use nimbus_sys::launch::{self, ForkServer, JailProcess, LaunchError, ParkedJail};
+use nimbus_sys::spawn::SpawnedChild;
 use nimbus_sys::spec::{Bind, JailSpec};
 
 use super::{
@@ -140,6 +139,8 @@ struct JailInner {
     zygotes: Option<zygote::Zygotes>,
     /// Egress is attached on first use (configured, and this kernel can do it).
     egress_on_demand: bool,
+    /// The fork server that starts jailers, once started (again, if it died).
+    fork_server: Mutex<Option<Arc<ForkServer>>>,
 }
 
 impl JailInner {
@@ -154,7 +155,8 @@ impl JailInner {
 #[derive(Debug)]
 struct ParkedEnv {
     jail: ParkedJail,
-    child: tokio::process::Child,
+    /// The jailer (the environment's monitor), a child of ours.
+    child: SpawnedChild,
     cgroup: Option<EnvCgroup>,
     output: OwnedFd,
     /// A zygote's child already in the jail's cgroup, for the zygote a Python function last
@@ -174,7 +176,7 @@ impl ParkedEnv {
         } = self;
         drop(jail);
         tokio::spawn(async move {
-            let _ = child.wait().await;
+            let _ = child.exited().await;
             if let Some(cg) = cgroup {
                 cg.kill_all();
                 let _ = cg.remove();
@@ -282,6 +284,7 @@ impl JailSandbox {
             cgroups,
             zygotes,
             egress_on_demand,
+            fork_server: Mutex::new(None),
         });
         let pool = match tokio::runtime::Handle::try_current() {
             Ok(handle) if inner.config.pool_size > 0 => {
@@ -359,43 +362,23 @@ impl JailInner {
             zygote: false,
             egress_on_demand: false,
         };
-        let pipes = std::io::pipe().and_then(|(r, w)| Ok((r, w.try_clone()?, w)));
-        let (reader, writer, stderr) = match pipes {
+        let (reader, writer) = match std::io::pipe() {
             Ok(p) => p,
             Err(e) => {
                 remove_cgroup(cgroup);
                 return Err(setup_error("create the log pipe")(e));
             }
         };
-        let mut cmd = Command::new(&self.config.jailer_program);
-        cmd.args(&self.config.jailer_args)
-            .env_clear()
-            .stdout(writer)
-            .stderr(stderr)
-            // Not in the server's process group: a signal to the group (Ctrl-C, `kill -- -pgid`)
-            // must reach the jailer only through the closing control socket, so that it can
-            // kill its environment *and* remove its cgroup.
-            .process_group(0);
-        let pending = match launch::prepare(&mut cmd) {
-            Ok(p) => p,
+        let (pending, mut child) = match self.spawn_jailer(std::os::fd::AsFd::as_fd(&writer)) {
+            Ok(spawned) => spawned,
             Err(e) => {
                 remove_cgroup(cgroup);
-                return Err(setup_error("create the control socket")(e));
+                return Err(e);
             }
         };
-        let mut tokio_cmd = tokio::process::Command::from(cmd);
-        tokio_cmd.kill_on_drop(false);
-        let spawned = tokio_cmd.spawn();
-        // The command holds our copies of the jailer's ends of the log pipe and control
-        // socket; they must be closed for EOF to mean "the jail is gone".
-        drop(tokio_cmd);
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                remove_cgroup(cgroup);
-                return Err(SandboxError::Spawn(e));
-            }
-        };
+        // Our copy of the jailer's end of the log pipe must be closed for EOF to mean "the
+        // jail is gone".
+        drop(writer);
         let egress = if with_egress {
             self.config.egress.as_ref()
         } else {
@@ -424,7 +407,7 @@ impl JailInner {
                 // The jailer kills what it started once our end of the control socket is
                 // closed (done by `park`); reap it and remove the cgroup in the background.
                 tokio::spawn(async move {
-                    let _ = child.wait().await;
+                    let _ = child.exited().await;
                     if let Some(cg) = cgroup {
                         cg.kill_all();
                         let _ = cg.remove();
@@ -433,6 +416,57 @@ impl JailInner {
                 Err(launch_error(e))
             }
         }
+    }
+
+    /// A jailer whose standard output and error are `log`, forked by the fork server (started
+    /// on first use, and again if it died): a fork of that small process costs ~1 ms of CPU
+    /// less than an exec of this binary.
+    fn spawn_jailer(
+        &self,
+        log: BorrowedFd<'_>,
+    ) -> Result<(launch::PendingJail, SpawnedChild), SandboxError> {
+        let spawn_error = |e| SandboxError::Spawn(e);
+        for attempt in 0..2 {
+            let server = {
+                let mut slot = self
+                    .fork_server
+                    .lock()
+                    .map_err(|_| spawn_error(std::io::Error::other("fork server lock poisoned")))?;
+                match &*slot {
+                    Some(server) => server.clone(),
+                    None => {
+                        let args: Vec<String> = self
+                            .config
+                            .jailer_args
+                            .iter()
+                            .map(|a| a.to_string_lossy().into_owned())
+                            .collect();
+                        let server = Arc::new(
+                            ForkServer::start(&self.config.jailer_program, &args)
+                                .map_err(spawn_error)?,
+                        );
+                        *slot = Some(server.clone());
+                        server
+                    }
+                }
+            };
+            match server.spawn_jailer(log) {
+                Ok(spawned) => return Ok(spawned),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe && attempt == 0 => {
+                    tracing::warn!(
+                        "jail: the jailers' fork server (pid {}) is gone; restarting it",
+                        server.id()
+                    );
+                    if let Ok(mut slot) = self.fork_server.lock()
+                        && slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &server))
+                    {
+                        *slot = None;
+                    }
+                }
+                Err(e) => return Err(spawn_error(e)),
+            }
+        }
+        Err(spawn_error(std::io::ErrorKind::BrokenPipe.into()))
     }
 
     /// A runtime forked into a parked jail (whose init `init_pidfd` is) and its `cgroup`,
@@ -472,9 +506,9 @@ impl JailInner {
         let fork = self.zygote_fork(spec, &jspec, zygote_fork, jail.init_pidfd());
         jspec.zygote = fork.is_some();
         jspec.egress_on_demand = spec.network && self.egress_on_demand;
-        let reap_in_background = |mut child: tokio::process::Child, cgroup: Option<EnvCgroup>| {
+        let reap_in_background = |mut child: SpawnedChild, cgroup: Option<EnvCgroup>| {
             tokio::spawn(async move {
-                let _ = child.wait().await;
+                let _ = child.exited().await;
                 if let Some(cg) = cgroup {
                     cg.kill_all();
                     let _ = cg.remove();
@@ -523,8 +557,8 @@ impl JailInner {
         }
         let exited = match runtime {
             None => Box::pin(async move {
-                match child.wait().await {
-                    Ok(status) => describe_exit(status),
+                match child.exited().await {
+                    Ok(raw) => describe_raw_exit(raw),
                     Err(e) => format!("exit status unknown: {e}"),
                 }
             }) as super::ExitFuture,
@@ -536,13 +570,9 @@ impl JailInner {
                     // namespace).
                     let status = runtime.exited().await;
                     env.process.kill();
-                    let jail_end = child.wait().await;
+                    let jail_end = child.exited().await;
                     match (status, jail_end) {
-                        (Some(raw), _) => {
-                            use std::os::unix::process::ExitStatusExt;
-                            describe_exit(std::process::ExitStatus::from_raw(raw))
-                        }
-                        (None, Ok(status)) => describe_exit(status),
+                        (Some(raw), _) | (None, Ok(raw)) => describe_raw_exit(raw),
                         (None, Err(e)) => format!("exit status unknown: {e}"),
                     }
                 })
@@ -582,6 +612,12 @@ impl JailInner {
             }
         }
     }
+}
+
+/// [`describe_exit`] of a raw wait status.
+fn describe_raw_exit(raw: i32) -> super::ExitDescription {
+    use std::os::unix::process::ExitStatusExt;
+    describe_exit(std::process::ExitStatus::from_raw(raw))
 }
 
 /// The host paths every environment sees read-only (nothing secret: system libraries and
@@ -947,6 +983,7 @@ mod tests {
             cgroups: None,
             zygotes: None,
             egress_on_demand: false,
+            fork_server: Mutex::new(None),
         };
         let limits = inner.limits(128);
         assert_eq!(limits.memory_bytes, 128 << 20);
@@ -1100,6 +1137,77 @@ mod tests {
         );
         started.process.cleanup();
         assert!(dirs.iter().all(|d| !d.exists()), "cgroup removed");
+    }
+
+    /// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`.
+    fn stat_field(pid: u32, n: usize) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(") ")?;
+        rest.split(' ').nth(n - 3).map(str::to_string)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jailers_are_our_children_and_a_dead_fork_server_is_replaced() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let code = dir.path().join("code");
+        std::fs::create_dir(&code).unwrap();
+        let cfg = config(dir.path());
+        let _cleanup = Cleanup(cfg.clone());
+        let sandbox = JailSandbox::new(cfg).unwrap();
+        let fork_server = || {
+            sandbox
+                .inner
+                .fork_server
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|s| s.id())
+        };
+
+        let mut spec = python_c(&code, "import time; time.sleep(60)");
+        let first = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
+        let forker = fork_server().expect("a fork server started the jailer");
+        let monitor: u32 = stat_field(first.process.pid(), 4).unwrap().parse().unwrap();
+        assert_eq!(
+            stat_field(monitor, 4),
+            Some(std::process::id().to_string()),
+            "the monitor is the server's child, not the fork server's"
+        );
+
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(forker as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        crate::test_support::wait_until("the fork server is dead", || {
+            stat_field(forker, 3).is_none_or(|state| state == "Z")
+        });
+
+        spec.env_id = "1".repeat(32);
+        spec.argv = vec!["/bin/sh".into(), "-c".into(), "exit 3".into()];
+        let second = tokio::task::block_in_place(|| sandbox.start(&spec))
+            .expect("a new fork server starts the next jail");
+        assert_ne!(fork_server(), Some(forker), "replaced");
+        let status = tokio::time::timeout(Duration::from_secs(10), second.exited)
+            .await
+            .expect("the second function exits");
+        assert_eq!(status, "exit status 3");
+        second.process.cleanup();
+
+        assert!(
+            stat_field(monitor, 3).is_some_and(|state| state != "Z"),
+            "the first environment outlived the fork server"
+        );
+        first.process.kill();
+        let status = tokio::time::timeout(Duration::from_secs(10), first.exited)
+            .await
+            .expect("the first function ends when killed");
+        assert_eq!(status, "signal: killed");
+        first.process.cleanup();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
