@@ -11,3 +11,11 @@ pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// Field `n` (1-based, as proc(5) numbers them) of `/proc/PID/stat`; `None` once the process
+/// is gone (reaped).
+pub(crate) fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(n.checked_sub(3)?).map(str::to_string)
+}

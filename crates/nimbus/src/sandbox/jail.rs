@@ -1069,6 +1069,18 @@ mod tests {
         .unwrap_or_default()
     }
 
+    /// A sandbox with `config(dir)`'s settings, after the guard that removes its cgroups (so
+    /// the guard drops last); `None`, and the test is skipped, without root.
+    fn root_sandbox(dir: &Path) -> Option<(Cleanup, JailSandbox)> {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return None;
+        }
+        let cfg = config(dir);
+        let cleanup = Cleanup(cfg.clone());
+        Some((cleanup, JailSandbox::new(cfg).unwrap()))
+    }
+
     /// Removes the test's cgroup parent even when an assertion failed.
     struct Cleanup(JailConfig);
     impl Drop for Cleanup {
@@ -1083,16 +1095,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn function_reaches_its_runtime_api_and_nothing_is_left_after_exit() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
+        let Some((_cleanup, sandbox)) = root_sandbox(dir.path()) else {
+            return;
+        };
         let code = dir.path().join("code");
         std::fs::create_dir(&code).unwrap();
-        let cfg = config(dir.path());
-        let _cleanup = Cleanup(cfg.clone());
-        let sandbox = JailSandbox::new(cfg).unwrap();
         let spec = python_c(
             &code,
             "import os,socket; h,p=os.environ['AWS_LAMBDA_RUNTIME_API'].split(':'); s=socket.create_connection((h,int(p))); s.sendall(b'next'); print('uid', os.getuid(), s.recv(2).decode())",
@@ -1139,25 +1147,13 @@ mod tests {
         assert!(dirs.iter().all(|d| !d.exists()), "cgroup removed");
     }
 
-    /// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`.
-    fn stat_field(pid: u32, n: usize) -> Option<String> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (_, rest) = stat.rsplit_once(") ")?;
-        rest.split(' ').nth(n - 3).map(str::to_string)
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jailers_are_our_children_and_a_dead_fork_server_is_replaced() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        use crate::test_support::stat_field;
         let dir = tempfile::tempdir().unwrap();
-        let code = dir.path().join("code");
-        std::fs::create_dir(&code).unwrap();
-        let cfg = config(dir.path());
-        let _cleanup = Cleanup(cfg.clone());
-        let sandbox = JailSandbox::new(cfg).unwrap();
+        let Some((_cleanup, sandbox)) = root_sandbox(dir.path()) else {
+            return;
+        };
         let fork_server = || {
             sandbox
                 .inner
@@ -1168,7 +1164,7 @@ mod tests {
                 .map(|s| s.id())
         };
 
-        let mut spec = python_c(&code, "import time; time.sleep(60)");
+        let mut spec = python_c(dir.path(), "import time; time.sleep(60)");
         let first = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
         let forker = fork_server().expect("a fork server started the jailer");
         let monitor: u32 = stat_field(first.process.pid(), 4).unwrap().parse().unwrap();
@@ -1212,14 +1208,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn out_of_memory_and_kill_end_with_signal_killed() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path());
-        let _cleanup = Cleanup(cfg.clone());
-        let sandbox = JailSandbox::new(cfg).unwrap();
+        let Some((_cleanup, sandbox)) = root_sandbox(dir.path()) else {
+            return;
+        };
         let mut spec = python_c(dir.path(), "b = bytearray(300 << 20)");
         spec.memory_mb = 64;
         let started = tokio::task::block_in_place(|| sandbox.start(&spec)).unwrap();
@@ -1238,14 +1230,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn missing_bootstrap_fails_the_start_and_cleans_up() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path());
-        let _cleanup = Cleanup(cfg.clone());
-        let sandbox = JailSandbox::new(cfg).unwrap();
+        let Some((_cleanup, sandbox)) = root_sandbox(dir.path()) else {
+            return;
+        };
         let spec = env_spec(dir.path(), &["/var/task/bootstrap"]);
         let err = tokio::task::block_in_place(|| sandbox.start(&spec))
             .err()

@@ -574,7 +574,7 @@ impl Zygotes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::wait_until;
+    use crate::test_support::{stat_field, wait_until};
 
     const LIBS: &str = "/lib64:/var/task/lib";
 
@@ -727,13 +727,6 @@ mod tests {
                 .join(SCRIPT),
             env: Vec::new(),
         })
-    }
-
-    /// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`; `None` once it is gone.
-    fn stat_field(pid: u32, n: usize) -> Option<String> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (_, rest) = stat.rsplit_once(") ")?;
-        rest.split(' ').nth(n - 3).map(str::to_string)
     }
 
     /// Whether `zygote` forked `runtime`: a fork keeps its zygote's stack address, which
