@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import glob
 import hashlib
 import http.client
 import io
@@ -362,6 +363,37 @@ class Invocation:
         return self.response["ResponseMetadata"]["HTTPHeaders"]
 
 
+def remove_cgroup_parent(data_dir: str, timeout: float = 2.0) -> None:
+    """Removes the cgroup parent of a server on `data_dir` (`nimbus-` + the first 12 hex
+    digits of the SHA-256 of the directory's canonical path, in every hierarchy) with its
+    environments' cgroups. A server stopped normally removes it; a killed one (as teardown
+    kills them) cannot, and the kernel keeps each directory, and its memory, until someone
+    does. Directories still busy with dying processes are retried until `timeout`."""
+    name = "nimbus-" + hashlib.sha256(os.path.realpath(data_dir).encode()).hexdigest()[:12]
+    parents = [p for p in (f"/sys/fs/cgroup/{name}",
+                           *(os.path.join(h, name) for h in glob.glob("/sys/fs/cgroup/*/")))
+               if os.path.isdir(p)]
+    deadline = time.monotonic() + timeout
+    while parents:
+        for parent in list(parents):
+            for child in glob.glob(os.path.join(parent, "*/")):
+                try:
+                    os.rmdir(child)
+                except OSError:
+                    pass
+            try:
+                os.rmdir(parent)
+                parents.remove(parent)
+            except FileNotFoundError:
+                parents.remove(parent)
+            except OSError:
+                pass
+        if parents and time.monotonic() < deadline:
+            time.sleep(0.02)
+        elif parents:
+            return
+
+
 @dataclass
 class Server:
     """A `nimbus serve` process on a free loopback port with its own data directory."""
@@ -476,6 +508,7 @@ class Server:
         try:
             self.kill_everything()
         finally:
+            remove_cgroup_parent(self.data_dir)
             shutil.rmtree(self.data_dir, ignore_errors=True)
             if os.environ.get("NIMBUS_E2E_KEEP_LOGS") is None:
                 try:
