@@ -118,11 +118,29 @@ pub(crate) fn idle_poll_effective(mode: Option<&str>) -> bool {
 
 /// A running `nimbus serve`.
 pub(crate) struct NimbusServer {
-    // Field order matters: the process stops before its data directory is removed.
+    // Field order matters: the process stops before its cgroups and its data directory are
+    // removed.
     process: Owned,
+    _cgroups: CgroupParentCleanup,
     endpoint: Endpoint,
     log: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// Removes a stopped server's cgroup parent if it is left (a server killed after its grace,
+/// or one that stopped while parking a jail, cannot): the data directory that names it goes
+/// next, so no later server would sweep it, and leftover cgroups slow every cgroup operation
+/// of the runs that follow (docs/benchmarks.md, "How stable these are").
+struct CgroupParentCleanup(String);
+
+impl Drop for CgroupParentCleanup {
+    fn drop(&mut self) {
+        if let Ok(layout) = nimbus_sys::cgroup::CgroupLayout::detect() {
+            let parent = nimbus_sys::cgroup::CgroupParent::new(layout, &self.0);
+            parent.sweep();
+            let _ = parent.remove();
+        }
+    }
 }
 
 impl NimbusServer {
@@ -185,6 +203,7 @@ impl NimbusServer {
         };
         let server = NimbusServer {
             process,
+            _cgroups: CgroupParentCleanup(nimbus::sandbox::jail::cgroup_parent_for(&data)),
             endpoint: Endpoint::new(addr),
             log,
             _dir: dir,
