@@ -934,11 +934,12 @@ def test_setuid_binaries_run_without_privileges__no_new_privs_and_nosuid(hostile
 def test_creating_a_user_namespace_fails_with_eperm__seccomp(hostile, host):
     """unshare(CLONE_NEWUSER), clone(CLONE_NEWUSER) and setns answer EPERM, and so does
     unshare(0), a no-op for the kernel: the seccomp filter refuses every unshare. The
-    unshare(1) program fails the same way."""
+    unshare(1) program fails the same way. clone(CLONE_PARENT) answers EPERM too: the forked
+    Python runtime's parent is the server, which must not inherit a function's children."""
     name = hostile.attacker("userns")
     with hostile.canary.alongside():
         r = hostile.attack(name, "userns")
-    for op in ("unshare_user", "unshare_nothing", "clone_newuser", "setns"):
+    for op in ("unshare_user", "unshare_nothing", "clone_newuser", "clone_parent", "setns"):
         assert_errno(r[op], "EPERM", op)
     assert r["unshare_binary"]["rc"] != 0, r["unshare_binary"]
     assert "Operation not permitted" in r["unshare_binary"]["stderr"], r["unshare_binary"]

@@ -304,6 +304,7 @@ mod tests {
             libc::CLONE_NEWNS,
             libc::CLONE_NEWNET,
             libc::CLONE_NEWPID,
+            libc::CLONE_PARENT,
         ] {
             let flags = fork | flag as u64;
             assert_eq!(

@@ -53,6 +53,12 @@ pub const NAMESPACE_CLONE_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET) as u32;
 
+/// The clone(2) flags a function may not use: the namespace flags, and `CLONE_PARENT`, which
+/// would make the new process a child of the runtime's parent — for a Python runtime forked
+/// by the zygote, the server, whose process table a function could then fill with zombies it
+/// never reaps. No runtime or thread library sets it.
+pub const DENIED_CLONE_FLAGS: u32 = NAMESPACE_CLONE_FLAGS | libc::CLONE_PARENT as u32;
+
 const fn deny(name: &'static str, nr: libc::c_long, reason: &'static str) -> Rule {
     Rule {
         name,
@@ -158,10 +164,10 @@ pub const POLICY: &[Rule] = &[
         nr: libc::SYS_clone,
         condition: Condition::ArgHasAnyBit {
             arg: 0,
-            mask: NAMESPACE_CLONE_FLAGS,
+            mask: DENIED_CLONE_FLAGS,
         },
         verdict: Verdict::Eperm,
-        reason: "clone with CLONE_NEW* flags creates namespaces; plain fork/thread creation stays allowed",
+        reason: "clone with CLONE_NEW* flags creates namespaces, with CLONE_PARENT a child of the runtime's parent (the server, for a forked Python runtime); plain fork/thread creation stays allowed",
     },
     Rule {
         name: "clone3",

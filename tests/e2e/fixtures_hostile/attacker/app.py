@@ -34,7 +34,7 @@ SYS = {
     "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "setns": 308,
     "process_vm_readv": 310, "finit_module": 313, "clone": 56, "fsopen": 430,
 }
-CLONE_NEWNS, CLONE_NEWUSER, SIGCHLD = 0x00020000, 0x10000000, 17
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_PARENT, SIGCHLD = 0x00020000, 0x10000000, 0x00008000, 17
 PTRACE_TRACEME, PTRACE_ATTACH, PTRACE_SEIZE = 0, 16, 0x4206
 
 
@@ -457,6 +457,11 @@ def userns(event):
     if ret.get("ok") and ret["value"] == 0:
         os._exit(0)  # the child of a clone that should never have succeeded
     r["clone_newuser"] = ret
+    # A child of our parent: for a runtime forked by the zygote, the server itself.
+    ret = raw_syscall("clone", CLONE_PARENT | SIGCHLD, 0, 0, 0, 0)
+    if ret.get("ok") and ret["value"] == 0:
+        os._exit(0)
+    r["clone_parent"] = ret
     return r
 
 
