@@ -157,22 +157,29 @@ def slirp_processes(server) -> int:
     return count
 
 
+def create_probes(srv):
+    """A loopback-only Python function, and a Python (zygote) and a Node (exec'd) function
+    that connect to an address outside the jail: the two start paths."""
+    quiet = srv.create_function("quiet", "python3.11", zip_files({"app.py": LOOPBACK_ONLY}),
+                                handler="app.handler")
+    py = srv.create_function("pyprobe", "python3.11", zip_files({"app.py": PROBE}),
+                             handler="app.handler")
+    node = srv.create_function("nodeprobe", "nodejs20.x", zip_files({"index.js": NODE_PROBE}),
+                               handler="index.handler")
+    return quiet, py, node
+
+
 def test_outbound_networking_is_attached_on_a_functions_first_outside_connection(make_server):
     """Egress on first use (decision 0012): an environment gets its slirp4netns only when it
     first sends to an address outside the jail, and that first connection succeeds. Python
     (forked from the zygote) and Node (exec'd by the jailer) take the two start paths."""
     srv = make_server(sandbox="jail")
     addr = host_address()
-    quiet = srv.create_function("quiet", "python3.11", zip_files({"app.py": LOOPBACK_ONLY}),
-                                handler="app.handler")
+    quiet, py, node = create_probes(srv)
     result = srv.invoke(quiet, {}).json()
     assert result["devices"] == ["lo"], result
     assert slirp_processes(srv) == 0
 
-    py = srv.create_function("pyprobe", "python3.11", zip_files({"app.py": PROBE}),
-                             handler="app.handler")
-    node = srv.create_function("nodeprobe", "nodejs20.x", zip_files({"index.js": NODE_PROBE}),
-                               handler="index.handler")
     with greeting_listener(addr) as port:
         event = {"host": addr, "port": port}
         assert srv.invoke(py, event).json() == {"reached": "hello"}
@@ -189,7 +196,7 @@ def test_outbound_networking_is_attached_on_a_functions_first_outside_connection
 def test_a_jail_that_cannot_install_the_trigger_gets_egress_before_its_runtime_runs(
         make_server):
     """The fallback: with RLIMIT_NOFILE below the descriptor the trigger lets `sendmsg`
-    through on, neither a zygote's fork (Python) nor the jail's init (Node) can keep its
+    through on, neither a forked Python runtime nor the jail's init (Node) can keep its
     socket to the server there, so they start the runtime without the trigger and the server
     attaches egress right after the start instead: the function still reaches the outside."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -199,13 +206,8 @@ def test_a_jail_that_cannot_install_the_trigger_gets_egress_before_its_runtime_r
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     addr = host_address()
-    quiet = srv.create_function("quiet", "python3.11", zip_files({"app.py": LOOPBACK_ONLY}),
-                                handler="app.handler")
+    quiet, py, node = create_probes(srv)
     assert "tap0" in srv.invoke(quiet, {}).json()["devices"]
-    py = srv.create_function("pyprobe", "python3.11", zip_files({"app.py": PROBE}),
-                             handler="app.handler")
-    node = srv.create_function("nodeprobe", "nodejs20.x", zip_files({"index.js": NODE_PROBE}),
-                               handler="index.handler")
     with greeting_listener(addr) as port:
         event = {"host": addr, "port": port}
         assert srv.invoke(py, event).json() == {"reached": "hello"}

@@ -65,11 +65,7 @@ fn take_control_socket() -> Option<OwnedFd> {
     if !is_socket(stdin) {
         return None;
     }
-    // At the egress trigger's exempt descriptor if the descriptor limit allows (the init,
-    // which inherits it, reports its runtime's start over it from under the trigger).
-    let ctl = rustix::io::fcntl_dupfd_cloexec(stdin, crate::seccomp_notify::EXEMPT_FD)
-        .or_else(|_| rustix::io::fcntl_dupfd_cloexec(stdin, 3))
-        .ok()?;
+    let ctl = control_socket_copy(stdin).ok()?;
     let null = rustix::fs::open(
         "/dev/null",
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
@@ -78,6 +74,14 @@ fn take_control_socket() -> Option<OwnedFd> {
     .ok()?;
     rustix::stdio::dup2_stdin(&null).ok()?;
     Some(ctl)
+}
+
+/// A copy of a monitor's control socket where the monitor keeps it: at the egress trigger's
+/// exempt descriptor if the descriptor limit allows (the init, which inherits it, reports its
+/// runtime's start over it from under the trigger), else the lowest free one above 2.
+fn control_socket_copy(fd: impl AsFd) -> rustix::io::Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(&fd, crate::seccomp_notify::EXEMPT_FD)
+        .or_else(|_| rustix::io::fcntl_dupfd_cloexec(&fd, 3))
 }
 
 /// Where the fork server finds its control socket (a monitor's is its stdin).
@@ -192,9 +196,7 @@ fn monitor_child(conn: OwnedFd, log: OwnedFd) -> ! {
         drop(log);
         // A process group of its own, as the launcher gives an exec'd jailer.
         rustix::process::setpgid(None, None)?;
-        // At the egress trigger's exempt descriptor, as `take_control_socket` puts it.
-        rustix::io::fcntl_dupfd_cloexec(&conn, crate::seccomp_notify::EXEMPT_FD)
-            .or_else(|_| rustix::io::fcntl_dupfd_cloexec(&conn, 3))
+        control_socket_copy(&conn)
     })();
     match placed {
         Ok(ctl) => {

@@ -20,10 +20,11 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// The one descriptor on which the trigger lets `sendmsg` and `sendmmsg` through: where the
-/// process that installs it (the jail's init, a Python zygote's fork) keeps its socket to the
-/// server, so it can hand over the listener. High, so that a runtime, which does not inherit
-/// it, is unlikely to reuse the number; a function that does only bypasses the trigger for
-/// its own sends on it.
+/// process that installs it (the jail's init; a forked Python runtime, before it runs the
+/// bootstrap) keeps its socket to the server, so it can hand over the listener. High, so that
+/// a function, which never holds that socket (the exec'd runtime does not inherit it, the
+/// forked one closes it first), is unlikely to reuse the number; one that does only bypasses
+/// the trigger for its own sends on it.
 pub const EXEMPT_FD: i32 = 1000;
 
 /// Whether this kernel can hold calls for a supervisor and let them go on unchanged: user

@@ -729,11 +729,16 @@ mod tests {
         })
     }
 
-    /// Whether `zygote` forked `runtime`: a fork keeps its zygote's stack address, which
-    /// address-space randomisation makes differ between two zygotes.
-    fn forked_by(runtime: &ZygoteFork, zygote: u32) -> bool {
-        let start_stack = |pid| stat_field(pid, 28);
-        start_stack(runtime.pid()).is_some() && start_stack(runtime.pid()) == start_stack(zygote)
+    /// Whether the zygote whose stack address is `zygote_stack` forked `runtime`: a fork keeps
+    /// its zygote's stack address, which address-space randomisation makes differ between two
+    /// zygotes.
+    fn forked_by(runtime: &ZygoteFork, zygote_stack: &str) -> bool {
+        stat_field(runtime.pid(), 28).as_deref() == Some(zygote_stack)
+    }
+
+    /// A live process's stack address (field 28 of its stat).
+    fn stack_of(pid: u32) -> String {
+        stat_field(pid, 28).expect("the process is alive")
     }
 
     #[test]
@@ -756,7 +761,8 @@ mod tests {
         let zygotes = Zygotes::new(LIBS);
         let first_fork = zygotes.fork(&key, &[], ours.as_fd()).expect("first fork");
         let first = zygotes.zygote_pid(&key).expect("a zygote runs");
-        assert!(forked_by(&first_fork, first));
+        let first_stack = stack_of(first);
+        assert!(forked_by(&first_fork, &first_stack));
         assert_eq!(
             stat_field(first_fork.pid(), 4),
             Some(std::process::id().to_string()),
@@ -768,7 +774,7 @@ mod tests {
             .fork(&key, &[], ours.as_fd())
             .expect("fork from a worn-out zygote");
         assert!(
-            forked_by(&second_fork, first),
+            forked_by(&second_fork, &first_stack),
             "the worn-out zygote forked on"
         );
         wait_until("a successor replaces it", || {
@@ -778,8 +784,10 @@ mod tests {
         let third_fork = zygotes
             .fork(&key, &[], ours.as_fd())
             .expect("fork from the successor");
-        assert!(forked_by(&third_fork, successor));
-        assert!(!forked_by(&third_fork, first));
+        let successor_stack = stack_of(successor);
+        assert_ne!(successor_stack, first_stack, "two zygotes, two layouts");
+        assert!(forked_by(&third_fork, &successor_stack));
+        assert!(!forked_by(&third_fork, &first_stack));
 
         wait_until("the retired zygote exits; its runtimes do not", || {
             stat_field(first, 3).is_none()
